@@ -1,0 +1,141 @@
+"""T5 encoder: the Hugging Face safetensors converter against a plain-numpy T5 forward."""
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from vidgen.models import text as text_lib
+
+CFG = dict(vocab_size=50, d_model=16, d_kv=8, num_heads=2, d_ff=24, num_layers=2,
+           relative_attention_num_buckets=8, relative_attention_max_distance=16)
+
+
+def _hf_checkpoint(per_layer: bool, seed: int = 0) -> dict:
+  """Random tensors in the Hugging Face T5EncoderModel layout ([out, in] Linear weights)."""
+  c = CFG
+  rng = np.random.default_rng(seed)
+  inner = c["num_heads"] * c["d_kv"]
+  w = lambda *s: (rng.standard_normal(s) / math.sqrt(s[-1])).astype(np.float32)
+  t = {"shared.weight": rng.standard_normal((c["vocab_size"], c["d_model"])).astype(np.float32),
+       "encoder.final_layer_norm.weight": 1 + 0.1 * w(c["d_model"])}
+  for i in range(c["num_layers"]):
+    p = f"encoder.block.{i}.layer"
+    for name in "qkv":
+      t[f"{p}.0.SelfAttention.{name}.weight"] = w(inner, c["d_model"])
+    t[f"{p}.0.SelfAttention.o.weight"] = w(c["d_model"], inner)
+    if i == 0 or per_layer:
+      t[f"{p}.0.SelfAttention.relative_attention_bias.weight"] = w(
+          c["relative_attention_num_buckets"], c["num_heads"])
+    t[f"{p}.0.layer_norm.weight"] = 1 + 0.1 * w(c["d_model"])
+    t[f"{p}.1.layer_norm.weight"] = 1 + 0.1 * w(c["d_model"])
+    t[f"{p}.1.DenseReluDense.wi_0.weight"] = w(c["d_ff"], c["d_model"])
+    t[f"{p}.1.DenseReluDense.wi_1.weight"] = w(c["d_ff"], c["d_model"])
+    t[f"{p}.1.DenseReluDense.wo.weight"] = w(c["d_model"], c["d_ff"])
+  return t
+
+
+def _np_bucket(rel, num_buckets, max_distance):
+  """Hugging Face's _relative_position_bucket (bidirectional), written out in numpy."""
+  num_buckets //= 2
+  out = (rel > 0).astype(np.int64) * num_buckets
+  rel = np.abs(rel)
+  max_exact = num_buckets // 2
+  ratio = np.log(np.maximum(rel, 1) / max_exact) / np.log(max_distance / max_exact)
+  large = max_exact + (ratio * (num_buckets - max_exact)).astype(np.int64)
+  large = np.minimum(large, num_buckets - 1)
+  return out + np.where(rel < max_exact, rel, large)
+
+
+def _np_t5(t, tokens, mask, per_layer):
+  """Reference T5 v1.1 / umT5 encoder forward in float64 numpy."""
+  c = CFG
+  h, dk = c["num_heads"], c["d_kv"]
+  rms = lambda x, w: x / np.sqrt(np.mean(x * x, -1, keepdims=True) + 1e-6) * w
+  gelu = lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+  x = t["shared.weight"].astype(np.float64)[tokens]
+  b, n = tokens.shape
+  pos = np.arange(n)
+  buckets = _np_bucket(pos[None, :] - pos[:, None], c["relative_attention_num_buckets"],
+                       c["relative_attention_max_distance"])
+  bias = None
+  for i in range(c["num_layers"]):
+    p = f"encoder.block.{i}.layer"
+    if i == 0 or per_layer:
+      table = t[f"{p}.0.SelfAttention.relative_attention_bias.weight"]
+      bias = table[buckets].transpose(2, 0, 1)[None]  # [1, H, q, k]
+    y = rms(x, t[f"{p}.0.layer_norm.weight"])
+    q, k, v = (
+        (y @ t[f"{p}.0.SelfAttention.{m}.weight"].T).reshape(b, n, h, dk) for m in "qkv")
+    s = np.einsum("bqhd,bkhd->bhqk", q, k) + bias
+    s = np.where(mask[:, None, None, :], s, -1e9)
+    a = np.exp(s - s.max(-1, keepdims=True))
+    a = a / a.sum(-1, keepdims=True)
+    o = np.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, n, h * dk)
+    x = x + o @ t[f"{p}.0.SelfAttention.o.weight"].T
+    y = rms(x, t[f"{p}.1.layer_norm.weight"])
+    ff = gelu(y @ t[f"{p}.1.DenseReluDense.wi_0.weight"].T) * (
+        y @ t[f"{p}.1.DenseReluDense.wi_1.weight"].T)
+    x = x + ff @ t[f"{p}.1.DenseReluDense.wo.weight"].T
+  return rms(x, t["encoder.final_layer_norm.weight"])
+
+
+@pytest.mark.parametrize("variant,per_layer", [("t5_v1_1_small", False), ("umt5_small", True)])
+def test_hf_converter_matches_numpy_reference(tmp_path, variant, per_layer):
+  tensors = _hf_checkpoint(per_layer)
+  path = str(tmp_path / "model.safetensors")
+  text_lib.write_safetensors(path, tensors)
+  overrides = {k: v for k, v in CFG.items() if k != "vocab_size"}
+  module, variables = text_lib.load_hf_t5_encoder(path, variant, **overrides)
+  assert module.config.vocab_size == CFG["vocab_size"]
+  assert module.config.per_layer_relpos == per_layer
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(1, CFG["vocab_size"], (2, 12)).astype(np.int32)
+  mask = np.ones((2, 12), bool)
+  mask[1, 7:] = False
+  tokens[~mask] = 0
+  emb, out_mask = jax.jit(lambda v, t, m: text_lib.encode_text(module, v, t, m))(
+      variables, tokens, mask)
+  want = _np_t5(tensors, tokens, mask, per_layer)
+  np.testing.assert_allclose(np.asarray(emb)[mask], want[mask], atol=1e-4, rtol=1e-4)
+  assert np.all(np.asarray(emb)[~mask] == 0) and np.array_equal(out_mask, mask)
+  # Padding tokens do not change the valid positions.
+  tokens2 = tokens.copy()
+  tokens2[1, 7:] = 5
+  emb2, _ = text_lib.encode_text(module, variables, tokens2, mask)
+  np.testing.assert_allclose(emb2[1, :7], emb[1, :7], atol=1e-5)
+
+
+def test_bucket_function_matches_hf():
+  rel = np.arange(-200, 201)
+  for nb, md in ((32, 128), (8, 16)):
+    np.testing.assert_array_equal(text_lib.relative_position_bucket(rel, nb, md),
+                                  _np_bucket(rel, nb, md))
+
+
+def test_safetensors_round_trip_bf16_and_missing_key(tmp_path):
+  path = str(tmp_path / "x.safetensors")
+  a = np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16)
+  b = np.ones((4,), np.float16)
+  text_lib.write_safetensors(path, {"a": a, "b": b})
+  back = text_lib.read_safetensors(path)
+  assert back["a"].dtype == a.dtype and np.array_equal(back["a"], a)
+  assert np.array_equal(back["b"], b)
+  with pytest.raises(KeyError, match="encoder.block.0"):
+    text_lib.convert_hf_t5_encoder({"shared.weight": np.zeros((3, 4))},
+                                   text_lib.get_t5_config("tiny"))
+
+
+def test_variant_sizes():
+  """T5 v1.1 encoder sizes (eval_shape: nothing allocated): base ~110M, xxl ~4.8B."""
+  def count(variant):
+    m = text_lib.T5Encoder(text_lib.get_t5_config(variant))
+    shapes = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32),
+                                           jnp.ones((1, 4), bool)))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(
+        jax.tree.map(lambda b: getattr(b, "value", b), shapes,
+                     is_leaf=lambda b: hasattr(b, "names"))))
+  assert 100e6 < count("t5_v1_1_base") < 120e6
+  assert 4.6e9 < count("t5_v1_1_xxl") < 4.9e9
