@@ -1,4 +1,5 @@
-"""Bundles of tiny random real models (VAE, DiT, T5): export, verified reload, `vidgen sample`."""
+"""Bundles of tiny random real models (VAE, DiT, T5): export, verified reload (on one
+device and sharded over a mesh of the 8 forced CPU devices), `vidgen sample`."""
 import dataclasses
 import json
 import os
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from vidgen import export
 from vidgen.data import tokenizer as tok_lib
@@ -23,6 +25,8 @@ CAPTIONS = [f"a {c} {s} moves {d}" for c in ("red", "blue", "green", "yellow")
             for s in ("ball", "box", "star") for d in ("left", "right", "up", "down")]
 SIZE = 16
 FAST = dict(steps=2, guidance=2.0)
+ONE = jax.devices()[:1]  # Pipeline.load on one device: no mesh.
+PROMPTS = ["a red ball moves left", "a blue box"]
 
 
 def random_params(module, *args, seed=0):
@@ -100,19 +104,94 @@ def in_memory_pipeline(parts) -> Pipeline:
   return Pipeline(export.build_components(b))
 
 
-def test_bundle_reloads_and_samples_identically(bundle):
+@pytest.fixture(scope="module")
+def reference(bundle):
+  """The bundle loaded on one device, and its videos for PROMPTS (compiled once)."""
+  pipe = Pipeline.load(bundle[0], devices=ONE)
+  return pipe, pipe.text_to_video(PROMPTS, seed=3, **FAST)
+
+
+def test_bundle_reloads_and_samples_identically(bundle, reference):
   out, parts = bundle
   manifest = json.load(open(os.path.join(out, "manifest.json")))
   assert set(manifest["files"]) == set(export.required_files("pixel"))
   assert manifest["versions"]["jax"] == jax.__version__ and manifest["dtype"] == "f32"
-  loaded = Pipeline.load(out)
+  loaded, a = reference
+  assert loaded.c.mesh is None
   direct = in_memory_pipeline(parts)
-  a = loaded.text_to_video(["a red ball moves left", "a blue box"], seed=3, **FAST)
-  b = direct.text_to_video(["a red ball moves left", "a blue box"], seed=3, **FAST)
+  b = direct.text_to_video(PROMPTS, seed=3, **FAST)
   assert a.video.shape == (2, 5, SIZE, SIZE, 3) and a.video.dtype == np.uint8
   np.testing.assert_array_equal(a.latents, b.latents)
   np.testing.assert_array_equal(a.video, b.video)
   assert not np.array_equal(a.latents[0], a.latents[1])
+
+
+def test_sharded_load_follows_the_logical_rules_and_samples_the_same(bundle, reference):
+  out, parts = bundle
+  # Default with 8 devices: all of them on fsdp. Placement only (nothing compiles here).
+  auto = Pipeline.load(out)
+  assert dict(auto.c.mesh.shape) == dict(data=1, fsdp=8, tensor=1, sequence=1)
+  wi = auto.c.velocity_params["blocks"]["mlp"]["wi_0"]["kernel"]  # (layers, embed, mlp)
+  assert wi.sharding.spec == P(None, "fsdp", "tensor")  # tensor has size 1 here
+  assert wi.addressable_shards[0].data.shape == (1, 32 // 8, 128)
+  del auto
+  pipe = Pipeline.load(out, mesh_shape={"fsdp": 4, "tensor": 2})
+  assert dict(pipe.c.mesh.shape) == dict(data=1, fsdp=4, tensor=2, sequence=1)
+  dit = pipe.c.velocity_params
+  specs = {
+      ("blocks", "mlp", "wi_0", "kernel"): P(None, "fsdp", "tensor"),  # (layers, embed, mlp)
+      ("blocks", "mlp", "wo", "kernel"): P(None, "tensor", "fsdp"),
+      ("blocks", "self_attention", "q", "kernel"): P(None, "fsdp", "tensor", None),
+      ("final_linear", "kernel"): P("fsdp", None),  # (embed, patch)
+      ("blocks", "cross_norm", "scale"): P(None, None),  # norms stay whole
+  }
+  for path, spec in specs.items():
+    leaf = dit
+    for key in path:
+      leaf = leaf[key]
+    assert leaf.sharding.mesh == pipe.c.mesh and leaf.sharding.spec == spec, (path, leaf.sharding)
+  wi = dit["blocks"]["mlp"]["wi_0"]["kernel"]
+  assert {s.data.shape for s in wi.addressable_shards} == {(1, 32 // 4, 128 // 2)}
+  np.testing.assert_array_equal(np.asarray(wi), parts["params"]["dit"]["blocks"]["mlp"]["wi_0"]
+                                ["kernel"])
+  # The text encoder too: its token table (vocab, embed) -> (tensor, fsdp), with vocab left
+  # whole when tensor does not divide it.
+  table = pipe.c.params["text"]["token_embed"]["embedding"]
+  vocab_axis = "tensor" if table.shape[0] % 2 == 0 else None
+  assert table.sharding.spec == P(vocab_axis, "fsdp"), table.sharding
+  assert pipe.c.params["dit"] is dit
+  # Same video as on one device (sharded reductions reorder float sums: not bit-exact).
+  _, want = reference
+  got = pipe.text_to_video(PROMPTS, seed=3, **FAST)
+  np.testing.assert_allclose(got.latents, want.latents, atol=1e-4)
+  diff = np.abs(got.video.astype(int) - want.video.astype(int))
+  assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def test_bad_mesh_is_refused_clearly(bundle):
+  out, parts = bundle
+  cases = [
+      (dict(mesh_shape={"fsdp": 3}), "multiply to 3 but there are 8"),
+      (dict(mesh_shape={"model": 2}), "unknown axes ['model']"),
+      (dict(mesh=jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))),
+       "not among the logical rules"),
+      (dict(mesh=jax.make_mesh((8,), ("fsdp",), axis_types=(jax.sharding.AxisType.Explicit,))),
+       "not Auto"),
+      (dict(mesh=jax.make_mesh((8,), ("fsdp",)), mesh_shape={"fsdp": 8}), "either"),
+  ]
+  for kw, needle in cases:
+    with pytest.raises(VidgenError) as e:
+      Pipeline.load(out, **kw)
+    assert needle in str(e.value), (kw, str(e.value))
+  # Params that do not match the config are refused by name (checked before placement).
+  from vidgen.pipeline import make_mesh, mesh_rules
+  mesh = make_mesh()
+  b = export.Bundle(path="b", manifest={}, pipeline=parts["pipeline"],
+                    configs={**parts["configs"], "dit": {**parts["configs"]["dit"], "width": 64}},
+                    params=parts["params"], latent_stats=None,
+                    tokenizer_path=parts["tokenizer_path"])
+  with pytest.raises(VidgenError, match="dit/params.msgpack: the parameters do not match"):
+    export.build_components(b, mesh=mesh, rules=mesh_rules(mesh))
 
 
 @pytest.mark.slow  # The VAE compiles for ~1 minute on a loaded 2-core CPU.
@@ -120,7 +199,7 @@ def test_vae_bundle_reloads_identically_and_keeps_conditioning_frames(vae_bundle
   out, parts = vae_bundle
   assert set(json.load(open(os.path.join(out, "manifest.json")))["files"]) == set(
       export.required_files("vae"))
-  pipe, direct = Pipeline.load(out), in_memory_pipeline(parts)
+  pipe, direct = Pipeline.load(out, devices=ONE), in_memory_pipeline(parts)
   rng = np.random.default_rng(0)
   clip = rng.integers(0, 256, (5, SIZE, SIZE, 3)).astype(np.uint8)
   a = pipe.image_to_video("a green star", clip[0], frames=5, **FAST)
@@ -142,7 +221,7 @@ def test_bf16_bundle_loads(tmp_path, bundle):
   b = export.read_bundle(out)
   dtypes = {x.dtype for c in ("dit", "text") for x in jax.tree_util.tree_leaves(b.params[c])}
   assert dtypes == {jnp.dtype(jnp.bfloat16)}
-  gen = Pipeline.load(out).text_to_image("a blue box", **FAST)
+  gen = Pipeline.load(out, devices=ONE).text_to_image("a blue box", **FAST)
   assert gen.video.shape == (1, 1, SIZE, SIZE, 3)
   size = lambda d: os.path.getsize(os.path.join(d, "dit", "params.msgpack"))
   assert size(out) < 0.6 * size(src)
@@ -174,7 +253,8 @@ def test_sample_command_writes_videos_and_contact_sheets(tmp_path, bundle, capsy
   out, _ = bundle
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("a red ball moves left\n\na blue box moves up\n")
-  rc = vidgen_main(["sample", f"--bundle={out}", f"--prompts-file={prompts}", "--frames=6",
+  rc = vidgen_main(["sample", f"--bundle={out}", "--devices=1", f"--prompts-file={prompts}",
+                    "--frames=6",
                     "--height=17", "--steps=2", "--no-progress", f"--out={tmp_path / 'v.mp4'}"])
   assert rc == 0
   err = capsys.readouterr().err
@@ -187,7 +267,8 @@ def test_sample_command_writes_videos_and_contact_sheets(tmp_path, bundle, capsy
   # image_to_video from a gif'd frame of another size: scaled and center-cropped.
   img = tmp_path / "in.png"
   img.write_bytes(video_io.encode_png(np.full((24, 40, 3), 128, np.uint8)))
-  rc = vidgen_main(["sample", f"--bundle={out}", "--prompt=a red ball", "--mode=image_to_video",
+  rc = vidgen_main(["sample", f"--bundle={out}", "--devices=1", "--prompt=a red ball",
+                    "--mode=image_to_video",
                     f"--image={img}", "--steps=2", "--no-progress", f"--out={tmp_path / 'i.gif'}"])
   assert rc == 0 and (tmp_path / "i.gif").exists() and (tmp_path / "i.png").exists()
   assert "center-cropped" in capsys.readouterr().err
@@ -208,6 +289,9 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   img.write_bytes(video_io.encode_png(np.zeros((16, 32, 3), np.uint8)))
   cases.append((["--prompt=a", "--mode=image_to_video", f"--image={img}", "--no-resize",
                  "--steps=1", "--out=" + str(tmp_path / "y.mp4")], "no-resize"))
+  cases.append((["--prompt=a", "--mesh=fsdp", "--out=x.mp4"], "AXIS=SIZE"))
+  cases.append((["--prompt=a", "--mesh=fsdp=3", "--out=x.mp4"], "multiply to 3"))
+  cases.append((["--prompt=a", "--devices=9", "--out=x.mp4"], "there are 8 devices"))
   for args, needle in cases:
     rc = vidgen_main(["sample", f"--bundle={out}", "--no-progress"] + args)
     err = capsys.readouterr().err
@@ -216,15 +300,15 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   assert rc == 2 and "no bundle directory" in capsys.readouterr().err
 
 
-def test_export_from_a_t2v_workdir_matches_the_task(tmp_path):
+def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch):
   """A checkpoint as the trainer writes it (configs/t2v_tiny.py, pixel latents) exports to a
   bundle whose model gives the task's own velocity from the EMA params."""
   import orbax.checkpoint as ocp
   from vidgen import config as config_lib
   from vidgen.train import checkpoint as ckpt
   from vidgen.train.tasks import get_task
-  config = config_lib.load("configs/t2v_tiny.py", ["model.depth=1", "model.width=32",
-                                                    "model.num_heads=2"])
+  config = config_lib.load("configs/t2v_tiny.py:tiny,pixel",
+                           ["model.depth=1", "model.width=32", "model.num_heads=2"])
   tok_path = tok_lib.train(CAPTIONS, str(tmp_path / "tok" / "tokenizer.model"), 64)
   config.data.tokenizer.path = tok_path
   task = get_task(config)
@@ -237,16 +321,29 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path):
       lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
   params, ema = rand(), rand()
   manager = ckpt.make_manager(str(tmp_path / "work"), keep=2, async_save=False)
-  state = {"step": np.int32(7), "params": params, "ema_params": ema}
+  opt_state = {"mu": rand(), "nu": rand()}  # as large as the params twice over
+  state = {"step": np.int32(7), "params": params, "ema_params": ema, "opt_state": opt_state}
   manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           config=ocp.args.JsonSave(ckpt.config_to_json(config))))
   manager.wait_until_finished()
+  # Export reads only the params subtree: a whole-state restore (optimizer too) is refused.
+  whole = ocp.CheckpointManager.restore
+  def restore(self, step, args=None, **kw):
+    assert "state" not in args, "export restored the whole training state"
+    return whole(self, step, args=args, **kw)
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
   out = str(tmp_path / "bundle")
   rc = vidgen_main(["export", f"--workdir={tmp_path / 'work'}", f"--out={out}", "--dtype=f32"])
   assert rc == 0
   manifest = json.load(open(os.path.join(out, "manifest.json")))
   assert manifest["source"]["step"] == 7 and "vae/params.msgpack" not in manifest["files"]
-  pipe = Pipeline.load(out)
+  # Only the EMA params of the transformer and text encoder: no optimizer or training state.
+  assert set(manifest["files"]) == set(export.required_files("pixel"))
+  size = lambda tree: sum(np.size(x) for x in jax.tree_util.tree_leaves(tree))
+  assert manifest["param_counts"] == {"dit": size(ema["dit"]), "text": size(ema["text"])}
+  bundle_dit = export.read_bundle(out).params["dit"]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, bundle_dit, ema["dit"])
+  pipe = Pipeline.load(out, devices=ONE)
   assert (pipe.c.frames, pipe.c.height, pipe.c.width, pipe.c.patch) == (8, 32, 32, (1, 4, 4))
   ids, mask = pipe.c.tokenize(["a red ball moves left"], 32)
   x = jnp.asarray(rng.standard_normal((1, 3, 32, 32, 3)), jnp.float32)

@@ -12,7 +12,11 @@ A model trained on pixels (config.model.latent = "pixel") has no vae/ and no lat
 pipeline.json says which ("latent": "vae" | "pixel").
 Parameters are the EMA parameters (the raw ones when EMA is off), f32 or bf16, as flax
 msgpack; no optimizer or training state. `read_bundle` checks every file against the
-manifest and names the one that is missing, corrupt or unreadable.
+manifest and names the one that is missing, corrupt or unreadable. docs/bundle.md has more.
+
+`build_components(bundle, mesh=...)` places each parameter straight into its shards: the
+sharding comes from the module's logical axis names (an `eval_shape` of its init) and the
+trainer's logical rules, and each device receives only its slice.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import time
@@ -161,6 +166,19 @@ def _read_json(path: str, what: str) -> Any:
     raise VidgenError(f"bundle file {path} is unreadable ({what}): {e}") from None
 
 
+def _read_params(path: str) -> Any:
+  """A params.msgpack as nested dicts of numpy arrays.
+
+  The file is memory-mapped rather than read into a bytes object, so the host holds one
+  copy of the parameters (the arrays), not two.
+  """
+  try:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+      return serialization.msgpack_restore(data)
+  except Exception as e:  # msgpack (and mmap, on an empty file) raise several types.
+    raise VidgenError(f"bundle file {path} is unreadable: {e}") from None
+
+
 def read_bundle(bundle_dir: str, *, verify: bool = True) -> Bundle:
   """Reads and verifies a bundle; a missing, corrupt or unreadable file is named."""
   if not os.path.isdir(bundle_dir):
@@ -196,14 +214,7 @@ def read_bundle(bundle_dir: str, *, verify: bool = True) -> Bundle:
   parts = COMPONENTS if latent == "vae" else ("dit", "text")
   configs = {c: _read_json(os.path.join(bundle_dir, c, "config.json"), f"{c} config")
              for c in parts}
-  params = {}
-  for c in parts:
-    path = os.path.join(bundle_dir, c, "params.msgpack")
-    try:
-      with open(path, "rb") as f:
-        params[c] = serialization.msgpack_restore(f.read())
-    except Exception as e:  # msgpack raises several types on bad bytes.
-      raise VidgenError(f"bundle file {path} is unreadable: {e}") from None
+  params = {c: _read_params(os.path.join(bundle_dir, c, "params.msgpack")) for c in parts}
   stats = None
   if latent == "vae":
     stats = _read_json(os.path.join(bundle_dir, "latent_stats.json"), "latent statistics")
@@ -234,15 +245,61 @@ def _module_config(module: Any) -> dict:
   return out
 
 
-def build_components(bundle: Bundle, dtype: str | None = None):
-  """The pipeline's Components from a bundle's real modules (VAE or pixels, DiT, T5)."""
+def param_shardings(module: nn.Module, init_args: tuple, params: Any, mesh: Any,
+                    rules: Any, where: str) -> Any:
+  """NamedShardings for a component's params, from the module's logical axis names.
+
+  An `eval_shape` of the module's init gives the boxed params (no compute, no memory);
+  vidgen.train.sharding maps their logical names through `rules` onto `mesh` (a dimension
+  the mesh axes do not divide stays unsharded). The bundle's params must match that tree
+  leaf for leaf, else the bundle was made for another config (`where` names the file).
+  """
+  from vidgen.train import sharding as shd
+  boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), *init_args)["params"])
+  want = nn.unbox(boxed)
+  got_shapes = jax.tree_util.tree_map(np.shape, params)
+  want_shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), want)
+  if got_shapes != want_shapes:
+    raise VidgenError(f"bundle file {where}: the parameters do not match the model its "
+                      "config.json describes (names or shapes differ); re-export the bundle")
+  return shd.logical_to_shardings(boxed, mesh, rules)
+
+
+def place_params(params: Any, shardings: Any | None = None, device: Any = None) -> Any:
+  """Host params -> device arrays, leaf by leaf. With shardings, each device receives only
+  its own slice of each leaf (`make_array_from_callback`), which also works when the mesh
+  spans several processes; without, all goes to `device` (default: the default device)."""
+  if shardings is None:
+    if device is not None:
+      return jax.device_put(params, device)
+    return jax.tree_util.tree_map(jnp.asarray, params)
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
+      params, shardings)
+
+
+def build_components(bundle: Bundle, dtype: str | None = None, mesh: Any = None,
+                     rules: Any = None, device: Any = None):
+  """The pipeline's Components from a bundle's real modules (VAE or pixels, DiT, T5).
+
+  mesh/rules: place every parameter sharded by its logical axis names (`param_shardings`);
+  sampling is then jitted on the sharded params. No mesh: everything on `device` (default:
+  the default device).
+  """
   from vidgen.data.tokenizer import Tokenizer
   from vidgen.models import dit as dit_lib
   from vidgen.models import text as text_lib
   from vidgen.pipeline import Components
 
   compute = _default_dtype() if dtype is None else jnp.dtype(DTYPES.get(dtype, dtype))
-  to_dev = lambda tree: jax.tree_util.tree_map(jnp.asarray, tree)
+
+  def to_dev(name, module, *init_args):
+    params = bundle.params[name]
+    if mesh is None:
+      return place_params(params, device=device)
+    where = os.path.join(bundle.path, name, "params.msgpack")
+    return place_params(params, param_shardings(module, init_args, params, mesh, rules, where))
+
   settings = bundle.pipeline
   latent = settings.get("latent", "vae")
   try:
@@ -254,7 +311,12 @@ def build_components(bundle: Bundle, dtype: str | None = None):
   except (TypeError, ValueError) as e:
     raise VidgenError(f"bundle {bundle.path}: a component config does not match this vidgen's "
                       f"models: {e}") from None
-  dit_params, text_params = to_dev(bundle.params["dit"]), to_dev(bundle.params["text"])
+  t5 = text.config
+  pt, ph, pw = dit.patch
+  text_params = to_dev("text", text, jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), bool))
+  dit_params = to_dev("dit", dit, jnp.zeros((1, pt, ph, pw, dit.in_channels)),
+                      jnp.zeros((1, pt)), jnp.zeros((1, 1, t5.d_model)), jnp.ones((1, 1), bool),
+                      jnp.zeros((1,)))
   fps = float(settings.get("fps", 8.0))
   tokenizer = Tokenizer(bundle.tokenizer_path)
 
@@ -277,7 +339,9 @@ def build_components(bundle: Bundle, dtype: str | None = None):
     except (TypeError, ValueError) as e:
       raise VidgenError(f"bundle {bundle.path}: vae/config.json does not match this vidgen's "
                         f"autoencoder: {e}") from None
-    vae_params = to_dev(bundle.params["vae"])
+    vae_params = to_dev("vae", vae, jnp.zeros((1, 1 + vae.config.temporal_factor,
+                                               vae.config.spatial_factor,
+                                               vae.config.spatial_factor, 3)))
     stats = vae_lib.LatentStats(np.asarray(bundle.latent_stats["mean"], np.float32),
                                 np.asarray(bundle.latent_stats["std"], np.float32))
     tf, sf, channels = (vae.config.temporal_factor, vae.config.spatial_factor,
@@ -304,7 +368,9 @@ def build_components(bundle: Bundle, dtype: str | None = None):
       height=int(settings.get("height", 32)), width=int(settings.get("width", 32)), fps=fps,
       shift=float(shift) if shift else None,
       shift_base_tokens=int(settings.get("shift_base_tokens", 256)),
-      shift_base=float(settings.get("shift_base", 1.0)))
+      shift_base=float(settings.get("shift_base", 1.0)), mesh=mesh,
+      params={"dit": dit_params, "text": text_params,
+              **({"vae": vae_params} if latent == "vae" else {})})
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,6 +389,21 @@ def _restore_params(workdir: str) -> tuple[Any, dict, int]:
   if step is None:
     raise VidgenError(f"{workdir}/checkpoints holds no finished checkpoint")
   config = ckpt.restore_config(manager, step)
+  # Read only the params subtree (the optimizer state, often twice their size, stays on disk).
+  path = os.path.join(str(manager.directory), str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path)
+  tree = getattr(getattr(tree, "item_metadata", tree), "tree", tree)
+  if isinstance(tree, dict) and ("ema_params" in tree or "params" in tree):
+    key = "ema_params" if tree.get("ema_params") else "params"
+    sub = {key: tree[key]}
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), sub),
+        restore_args=jax.tree_util.tree_map(
+            lambda m: ocp.RestoreArgs(restore_type=np.ndarray), sub),
+        partial_restore=True))
+    return restored[key], config, step
+  # Another layout: restore everything and pick the params.
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   state = restored["state"]
   get = (lambda k: state.get(k)) if isinstance(state, dict) else (lambda k: getattr(state, k))

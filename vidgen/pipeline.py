@@ -21,11 +21,12 @@ import dataclasses
 import functools
 import logging
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from vidgen import sampling
 from vidgen.errors import VidgenError
@@ -64,6 +65,8 @@ class Components:
   shift: float | None = None  # None: resolution-dependent, as in training:
   shift_base_tokens: int = 256  # shift = shift_base * sqrt(latent tokens / shift_base_tokens)
   shift_base: float = 1.0
+  mesh: Any = None  # The jax Mesh the params are sharded over (None: one device).
+  params: dict[str, Any] | None = None  # Every placed param tree by component (inspection).
 
 
 @dataclasses.dataclass
@@ -100,6 +103,58 @@ def to_uint8(video: Any) -> np.ndarray:
   return np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+# ---------------------------------------------------------------------------------------
+# Placement: the mesh and the logical rules (the trainer's, vidgen.train).
+
+def make_mesh(mesh_shape: Mapping[str, int] | None = None,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over `devices` (default: all) with Auto axes data, fsdp, tensor, sequence.
+
+  mesh_shape: sizes of some axes (-1 fills); unnamed axes are 1, except fsdp, which fills
+  with the remaining devices unless another axis is -1.
+  """
+  from vidgen.train import config as train_config
+  from vidgen.train import sharding as shd
+  sizes = dict(mesh_shape or {})
+  unknown = sorted(set(sizes) - set(train_config.MESH_AXES))
+  if unknown:
+    raise VidgenError(f"mesh_shape names unknown axes {unknown}; the mesh axes are "
+                      f"{', '.join(train_config.MESH_AXES)}")
+  config = train_config.get_mesh_config()
+  if any(v == -1 for v in sizes.values()):
+    config.fsdp = 1
+  for axis, size in sizes.items():
+    config[axis] = int(size)
+  return shd.make_mesh(config, devices)
+
+
+def mesh_rules(mesh: Mesh) -> tuple:
+  """The trainer's default logical rules, restricted to the axes `mesh` has.
+
+  Refuses a mesh with axes the rules do not know, or with Explicit axes (linen's logical
+  sharding needs Auto ones).
+  """
+  from vidgen.train import config as train_config
+  if not isinstance(mesh, Mesh):
+    raise VidgenError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+  names = tuple(mesh.axis_names)
+  unknown = [n for n in names if n not in train_config.MESH_AXES]
+  if unknown:
+    raise VidgenError(f"mesh axes {unknown} are not among the logical rules' mesh axes "
+                      f"({', '.join(train_config.MESH_AXES)}); build the mesh with those "
+                      "names, or pass mesh_shape={...} instead")
+  explicit = [n for n, t in zip(names, mesh.axis_types)
+              if t != jax.sharding.AxisType.Auto]
+  if explicit:
+    raise VidgenError(f"mesh axes {explicit} are not Auto; make the mesh with "
+                      "axis_types=(jax.sharding.AxisType.Auto,) * n")
+  rules = []
+  for logical, axes in train_config.DEFAULT_RULES:
+    axes = tuple(a for a in (axes if isinstance(axes, tuple) else (axes,)) if a in names)
+    rules.append((logical, axes if len(axes) > 1 else axes[0] if axes else None))
+  return tuple(rules)
+
+
 @functools.lru_cache(maxsize=None)
 def _plain_velocity(model: Callable) -> Callable:
   """(x, t, params, emb, mask) -> v: one stable function per model, so sampler steps compile
@@ -127,15 +182,32 @@ class Pipeline:
 
   # ------------------------------------------------------------------------- loading
   @classmethod
-  def load(cls, bundle_dir: str, *, dtype: str | None = None, progress: bool = False,
-           notify: Callable[[str], None] | None = None) -> "Pipeline":
+  def load(cls, bundle_dir: str, *, mesh: Mesh | None = None,
+           mesh_shape: Mapping[str, int] | None = None,
+           devices: Sequence[jax.Device] | None = None, dtype: str | None = None,
+           progress: bool = False, notify: Callable[[str], None] | None = None) -> "Pipeline":
     """Loads an exported bundle (vidgen.export), verifying every file against the manifest.
 
-    dtype: compute dtype ("bfloat16"/"float32"); default bf16 on accelerators, f32 on CPU.
+    Placement: with one device, everything lives on it. With several (`devices`, default
+    all), or an explicit `mesh`, the params are sharded by their logical axis names through
+    the trainer's default rules (vidgen.train.config.DEFAULT_RULES) and sampling runs
+    jitted on the shards. The default mesh puts all devices on `fsdp`; `mesh_shape` (e.g.
+    {"fsdp": 4, "tensor": 2}) picks another layout of the axes data, fsdp, tensor, sequence.
+    dtype: compute dtype ("bf16"/"f32"); default bf16 on accelerators, f32 on CPU.
     """
     from vidgen import export  # Local: export imports this module's helpers.
+    if mesh is not None and (mesh_shape is not None or devices is not None):
+      raise VidgenError("pass either mesh or mesh_shape/devices, not both")
+    if mesh is None and (mesh_shape is not None
+                         or len(jax.devices() if devices is None else devices) > 1):
+      mesh = make_mesh(mesh_shape, devices)
+    rules = mesh_rules(mesh) if mesh is not None else None
+    device = devices[0] if mesh is None and devices else None
     bundle = export.read_bundle(bundle_dir)
-    return cls(export.build_components(bundle, dtype=dtype), progress=progress, notify=notify)
+    components = export.build_components(bundle, dtype=dtype, mesh=mesh, rules=rules,
+                                         device=device)
+    del bundle  # The host copy of the params goes; the placed ones stay.
+    return cls(components, progress=progress, notify=notify)
 
   # ------------------------------------------------------------------------- sizes
   def _frames(self, frames: int | None) -> int:

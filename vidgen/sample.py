@@ -3,6 +3,7 @@
   vidgen sample --bundle=DIR --prompt="a red ball bounces" --out=out.mp4
   vidgen sample --bundle=DIR --mode=image_to_video --image=first.png --prompt=... --out=a.gif
   vidgen sample --bundle=DIR --prompts-file=prompts.txt --out=videos/clip.mp4   (one per line)
+  vidgen sample --bundle=DIR --mesh=fsdp=4,tensor=2 --prompt=... --out=out.mp4  (sharded)
 
 Writes mp4 (H.264) or gif by the --out extension, and a PNG contact sheet of frames beside
 each video (NAME.png). Several prompts write NAME_000.mp4, NAME_001.mp4, ...
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                  help="refuse inputs of another size instead of scaling and center-cropping")
   p.add_argument("--dtype", choices=("bf16", "f32"),
                  help="compute dtype (default: bf16 on accelerators, f32 on CPU)")
+  p.add_argument("--devices", type=int, help="use the first N devices (default: all; 1 = no "
+                                             "sharding)")
+  p.add_argument("--mesh", help="mesh axis sizes for sharded params, e.g. fsdp=4,tensor=2 "
+                                "(default with several devices: all on fsdp)")
   p.add_argument("--fps", type=float, help="frame rate of the written video (default: bundle's)")
   p.add_argument("--out", required=True, help="output .mp4 or .gif")
   p.add_argument("--batch", type=int, default=4, help="prompts sampled together")
@@ -89,6 +94,33 @@ def read_media(path: str | None, flag: str, kind: str) -> np.ndarray:
   except (video_io.DecodeError, ValueError) as e:
     raise VidgenError(f"{flag} file {path} is not a readable {detected}: {e}") from None
   return frames
+
+
+def parse_mesh(text: str | None) -> dict[str, int] | None:
+  """"fsdp=4,tensor=2" -> {"fsdp": 4, "tensor": 2}."""
+  if not text:
+    return None
+  out = {}
+  for part in text.split(","):
+    name, eq, size = part.partition("=")
+    try:
+      out[name.strip()] = int(size)
+    except ValueError:
+      eq = ""
+    if not eq:
+      raise VidgenError(f"--mesh={text}: expected AXIS=SIZE,... (e.g. fsdp=4,tensor=2)")
+  return out
+
+
+def select_devices(count: int | None) -> list | None:
+  """The first `count` devices (None: leave the choice to Pipeline.load)."""
+  if count is None:
+    return None
+  import jax
+  available = jax.devices()
+  if not 1 <= count <= len(available):
+    raise VidgenError(f"--devices={count}: there are {len(available)} devices")
+  return available[:count]
 
 
 def output_paths(out: str, count: int) -> list[str]:
@@ -144,7 +176,9 @@ def run(args: argparse.Namespace, pipeline=None) -> list[str]:
   if args.batch < 1:
     raise VidgenError("--batch must be at least 1")
   if pipeline is None:
-    pipeline = Pipeline.load(args.bundle, dtype=args.dtype, progress=not args.no_progress,
+    pipeline = Pipeline.load(args.bundle, mesh_shape=parse_mesh(args.mesh),
+                             devices=select_devices(args.devices), dtype=args.dtype,
+                             progress=not args.no_progress,
                              notify=lambda m: print(f"vidgen sample: {m}", file=sys.stderr))
   common = dict(steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                 shift=args.shift, seed=args.seed)
