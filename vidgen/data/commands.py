@@ -1,6 +1,7 @@
-"""`vidgen data build|show|tokenizer --config=configs/X.py [--config.data.KEY=VALUE ...]`.
+"""`vidgen data build|show|tokenizer|cache --config=configs/X.py [--config.data.KEY=VALUE ...]`.
 
-Works with any config that embeds the data section at `config.data`.
+Works with any config that embeds the data section at `config.data`; `cache` needs a
+text-to-video config (its `model` section names the autoencoder and text encoder).
 """
 from __future__ import annotations
 
@@ -17,18 +18,22 @@ from vidgen.data import config as config_lib
 from vidgen.data import datasets, video_io
 from vidgen.errors import VidgenError
 
-USAGE = """usage: vidgen data {build,show,tokenizer} --config=configs/X.py[:ARG]
+USAGE = """usage: vidgen data {build,show,tokenizer,cache} --config=configs/X.py[:ARG]
                    [--config.data.KEY=VALUE ...]
 
   build      build the dataset config.data names (shapes_world or video_folder), as TFDS ArrayRecord
   show       print split sizes; write a contact sheet PNG of a few clips with their captions
-  tokenizer  train the caption tokenizer on the train split (stored next to the dataset)"""
+  tokenizer  train the caption tokenizer on the train split (stored next to the dataset)
+  cache      (t2v config) encode every train/eval clip with the frozen autoencoder of
+             config.model.vae.workdir and, with config.model.text.checkpoint, embed every
+             caption; stored next to the dataset for config.model.latent=cached and
+             config.model.text.cached=True"""
 
 
 def _parse(argv: list[str]) -> tuple[str, argparse.Namespace, ml_collections.ConfigDict]:
   rest, overrides = config_loader.split_overrides(argv)
   parser = argparse.ArgumentParser(prog="vidgen data", usage=USAGE[len("usage: "):])
-  parser.add_argument("action", choices=("build", "show", "tokenizer"))
+  parser.add_argument("action", choices=("build", "show", "tokenizer", "cache"))
   parser.add_argument("--config", required=True)
   parser.add_argument("--out", default="", help="show: contact sheet path")
   parser.add_argument("--clips", type=int, default=6, help="show: clips on the sheet")
@@ -43,6 +48,7 @@ def _parse(argv: list[str]) -> tuple[str, argparse.Namespace, ml_collections.Con
   if "data" not in config:
     raise VidgenError(f"{args.config} has no `data` section (config.data)")
   config_lib.validate(config.data)
+  args.full_config = config
   return args.action, args, config.data
 
 
@@ -153,6 +159,9 @@ def main(argv: list[str]) -> int:
     build(data)
   elif action == "tokenizer":
     train_tokenizer(data)
+  elif action == "cache":
+    from vidgen.data import cache
+    cache.write_cache(args.full_config)
   else:
     show(data, out=args.out, clips=args.clips, split=args.split)
   return 0
