@@ -33,7 +33,7 @@ def measure(task_name: str, steps: int, mesh_context: bool) -> dict:
     config.data.update(global_batch=8, frames=4, height=16, width=16)
   else:
     from vidgen import config as config_lib
-    config = config_lib.load(os.path.join(ROOT, "configs/t2v_tiny.py"))
+    config = config_lib.load(os.path.join(ROOT, "configs/t2v_tiny.py") + ":tiny,pixel")
   task = get_task(config)
   mesh = shd.make_mesh(config.mesh)
   rules = shd.rules_from_config(config.mesh)
