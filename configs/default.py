@@ -1,0 +1,135 @@
+"""The main job: Shapes World -> tokenizer -> tiny VAE -> tiny DiT on its latents -> bundle,
+oracle evaluation on the heldout split, and samples in every mode.
+
+  vidgen run --workdir=runs/default                                   # the 60-minute default
+  vidgen run --workdir=runs/default --config.budget_minutes=180       # a longer CPU recipe
+  vidgen run --workdir=/tmp/smoke --config=configs/default.py:smoke   # tiny, for tests
+
+Layout: `data` is the one dataset every stage shares (world size, tokenizer, data_dir; an
+empty data_dir means WORKDIR/data). `vae` and `t2v` are the full stage configs of
+configs/vae_tiny.py and configs/t2v_tiny.py minus their data section; each stage's
+`buckets` / `bucket_weights` are the batch shapes it trains on, taken over the shared data.
+`t2v.model.vae.workdir` is filled in by `vidgen run`: WORKDIR/vae (its vae_export/).
+
+Time: with `budget_minutes > 0` each training stage gets `share * budget_minutes`; its
+`train.steps` is then a cap. `vidgen run` times the first `budget.calibration_steps` steps
+on the machine it runs on (inside the LR warm-up) and trains the steps that fit the share
+(recorded in WORKDIR/run_state.json, so a resumed run keeps them). The rest of the budget is
+for the fixed-cost stages (data, tokenizer, VAE statistics, export, evaluation, samples).
+`budget_minutes = 0` trains `vae.train.steps` and `t2v.train.steps` as given.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+from vidgen.data.config import get_config as get_data_config
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Prompts for the sample grid (text modes); the video modes take heldout clips as inputs.
+SAMPLE_PROMPTS = (
+    "a red circle moves to the right",
+    "a blue square moves up",
+    "a green triangle moves down and to the left",
+    "a yellow star moves left quickly",
+)
+MODES = ("text_to_video", "text_to_image", "image_to_video", "extend", "loop", "connect",
+         "restyle")
+
+
+def _load(name: str, arg: str) -> ml_collections.ConfigDict:
+  """get_config(arg) of a sibling config file (configs/ is not a package)."""
+  spec = importlib.util.spec_from_file_location(f"vidgen_default_{name}",
+                                                os.path.join(_HERE, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _stage(name: str, arg: str, buckets: list, weights: list) -> ml_collections.ConfigDict:
+  """A stage config without its own data section; buckets are taken over the shared data."""
+  stage = _load(name, arg)
+  del stage["data"]
+  stage.buckets = buckets
+  stage.bucket_weights = weights
+  return stage
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  if arg not in ("", "smoke"):
+    raise ValueError(f"unknown arg {arg!r}; use '' (the default recipe) or 'smoke'")
+  smoke = arg == "smoke"
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = get_data_config()
+  c.data.data_dir = ""  # Empty: WORKDIR/data.
+  w = c.data.world
+  w.height = w.width = 32
+  w.frames = 9  # 1 + 4k: the VAE compresses 4x in time -> 3 latent frames.
+  w.train_size, w.validation_size, w.test_size, w.heldout_size = 4096, 256, 256, 256
+  c.data.buckets = [(9, 32, 32, 8)]  # The shared default; stages use their own below.
+  c.data.tokenizer.max_len = 96  # Detailed captions are up to ~90 pieces; 32 cut most.
+
+  c.vae = _stage("vae_tiny", "tiny", [(5, 32, 32, 4), (1, 32, 32, 16), (9, 32, 32, 4)],
+                 [3.0, 1.0, 0.0])
+  c.vae.train.steps = 4000  # A cap when budget_minutes > 0.
+  c.vae.train.checkpoint_every = 250
+
+  c.t2v = _stage("t2v_tiny", "tiny", [(9, 32, 32, 16), (1, 32, 32, 64)], [3.0, 1.0])
+  c.t2v.model.latent = "vae"
+  c.t2v.model.vae.variant = "tiny"
+  c.t2v.model.patch = (1, 1, 1)  # Latents 3 x 8 x 8: 192 tokens a clip.
+  c.t2v.train.steps = 20000  # A cap when budget_minutes > 0.
+  c.t2v.train.checkpoint_every = 250
+
+  c.budget_minutes = 60.0  # 0: use the stages' train.steps as they are.
+  c.budget = ml_collections.ConfigDict()
+  # Shares of the budget for the two trainers; the rest (15 minutes of 60) is for the
+  # fixed-cost stages, which took 10 minutes on a loaded 2-core machine (data 29s,
+  # tokenizer 5s, VAE stats 58s, export 1s, evaluation of 128 clips 363s, 14 samples 140s).
+  c.budget.vae_share = 0.2
+  c.budget.t2v_share = 0.55
+  c.budget.calibration_steps = 40  # Timed steps; below both stages' warm-up steps.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.splits = ("heldout", "test")
+  c.eval.num_prompts = 32
+  c.eval.seeds = 2  # Generations per prompt.
+  c.eval.steps = 30  # Sampler steps.
+  c.eval.sampler = "unipc"
+  c.eval.guidance = 5.0
+  c.eval.batch_size = 16
+  c.eval.fvd = False  # I3D FVD needs Kinetics weights: off for the no-download default.
+
+  c.samples = ml_collections.ConfigDict()
+  c.samples.modes = MODES
+  c.samples.prompts = SAMPLE_PROMPTS
+  c.samples.prompts_per_mode = 2
+  c.samples.steps = 30
+  c.samples.guidance = 5.0
+  c.samples.format = "gif"
+
+  if smoke:
+    w.train_size, w.validation_size, w.test_size, w.heldout_size = 64, 16, 16, 16
+    c.data.tokenizer.vocab_size = 128
+    c.budget_minutes = 0.0
+    c.vae.buckets, c.vae.bucket_weights = [(5, 32, 32, 2)], []
+    c.vae.train.steps = 4
+    c.t2v.buckets, c.t2v.bucket_weights = [(9, 32, 32, 2)], []
+    c.t2v.train.steps = 4
+    for stage in (c.vae, c.t2v):
+      stage.train.warmup_steps = 1
+      stage.train.checkpoint_every = 2
+      stage.train.log_every = 2
+      stage.train.progress_bar = False
+    c.eval.splits = ("heldout",)
+    c.eval.num_prompts = 2
+    c.eval.seeds = 1
+    c.eval.steps = 2
+    c.samples.prompts_per_mode = 1
+    c.samples.steps = 2
+  return c

@@ -1,0 +1,189 @@
+"""`vidgen run`: the whole main job end to end (smoke recipe), resume, and refusal of bad configs.
+
+The end-to-end test runs `vidgen run` in a subprocess on one CPU device (the smoke recipe's
+batches are smaller than the 8 forced test devices).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from vidgen import config as config_lib
+from vidgen import run
+from vidgen.errors import VidgenError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
+
+
+@pytest.fixture
+def own_tmp():
+  """A private temporary folder: pytest's shared basetemp is pruned by other pytest sessions
+  running at the same time (it keeps the newest three), which deleted files mid-test."""
+  with tempfile.TemporaryDirectory(prefix="vidgen_test_run_") as path:
+    yield path
+
+
+def _vidgen_run(workdir: str, *extra: str) -> subprocess.CompletedProcess:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  cmd = [sys.executable, "-m", "vidgen.main", "run", f"--workdir={workdir}",
+         f"--config={SMOKE}", *extra]
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+# The smoke recipe with batches that split over the 8 forced test devices.
+EIGHT = ("vae.buckets=[(5, 32, 32, 8)]", "t2v.buckets=[(9, 32, 32, 8)]")
+
+
+def _resolved(*overrides: str, workdir: str = "/tmp/w"):
+  return run.resolve(config_lib.load(SMOKE, EIGHT + overrides), workdir)
+
+
+def test_resolve_puts_data_in_the_workdir():
+  config = run.resolve(config_lib.load(os.path.join(ROOT, "configs", "default.py")), "/tmp/w")
+  assert config.data.data_dir == "/tmp/w/data"
+  assert config.budget_minutes == 60  # The README's main job: a 60-minute budget.
+
+
+def test_budget_plans_steps_from_timed_steps(tmp_path):
+  """The steps that fit the share: calibration steps + (share - time spent) / s a step."""
+  workdir = tmp_path / "vae"
+  workdir.mkdir()
+  rows = [{"step": 10, "perf/seconds_per_step": 9.0},  # Holds the compile: not used.
+          {"step": 20, "perf/seconds_per_step": 0.4},
+          {"step": 30, "perf/seconds_per_step": 3.0},  # A second bucket compiled: not used.
+          {"step": 40, "perf/seconds_per_step": 0.6}]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert run._seconds_per_step(str(workdir), after=10) == pytest.approx(0.5)
+  assert run._seconds_per_step(str(tmp_path), after=10) is None
+
+
+def test_plan_steps_times_the_trainer_and_keeps_the_plan(own_tmp):
+  """With a budget, plan_steps trains calibration_steps real steps, then fits the share."""
+  if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+  from tests import _toy_task  # pylint: disable=g-import-not-at-top
+  config = _resolved("budget_minutes=0.5", "budget.calibration_steps=6", workdir=own_tmp)
+  job = run.Job(config, own_tmp)
+  toy = _toy_task.get_config()
+  toy.train.steps = 1000  # The cap.
+  toy.train.warmup_steps = 10
+  workdir = os.path.join(own_tmp, "toy")
+  steps = job.plan_steps("vae", toy, workdir, _toy_task.ToyTask(toy))
+  plan = job.state.stages["vae_plan"]
+  assert run._latest_step(workdir) == 6  # The timed steps were trained and saved.
+  assert plan["steps"] == steps and 6 <= steps <= 1000
+  share_s = 0.5 * 60 * config.budget.vae_share
+  expected = 6 + (share_s - plan["calibration_s"] - plan["start_overhead_s"]) / plan[
+      "seconds_per_step"]
+  assert steps == int(min(1000, max(6, expected)))
+  # Asked again (a resumed run), the recorded plan is kept and nothing is trained.
+  again = run.Job(config, own_tmp).plan_steps("vae", toy, workdir,
+                                                    _toy_task.ToyTask(toy))
+  assert again == steps and run._latest_step(workdir) == 6
+
+
+def test_stage_configs_share_data_and_point_t2v_at_the_vae_export():
+  config = _resolved()
+  vae = run.stage_config(config, "vae", "/tmp/w")
+  t2v = run.stage_config(config, "t2v", "/tmp/w")
+  assert vae.data.world == t2v.data.world == config.data.world
+  assert [tuple(b) for b in vae.data.buckets] == [tuple(b) for b in config.vae.buckets]
+  assert t2v.model.latent == "vae"
+  assert t2v.model.vae.workdir == "/tmp/w/vae"
+  assert run.vae_export_dir("/tmp/w") == "/tmp/w/vae/vae_export"
+  assert "buckets" not in t2v
+
+
+@pytest.mark.parametrize("override, message", [
+    ("t2v.buckets=[(8, 32, 32, 8)]", "t2v.buckets"),  # 8 frames: not 1 + 4k for the VAE.
+    ("vae.buckets=[(5, 32, 32, 4)]", "not a multiple of 8"),  # 8 devices.
+    ("eval.splits=('nope',)", "unknown split"),
+    ("samples.modes=('dance',)", "unknown mode"),
+    ("budget.t2v_share=0.9", "budget"),
+    ("data.world.height=8", "at least 16"),
+])
+def test_bad_configs_are_refused(override, message):
+  config = _resolved(override)
+  with pytest.raises(VidgenError, match=message):
+    run.validate(config, "/tmp/w")
+
+
+def test_valid_smoke_config_passes():
+  run.validate(_resolved(), "/tmp/w")
+
+
+def test_stage_is_done_only_with_outputs_and_same_settings(tmp_path):
+  state = run.RunState(str(tmp_path))
+  out = tmp_path / "out.txt"
+  out.write_text("x")
+  state.record("a", {"done": True, "fingerprint": "k", "seconds": 1.0})
+  reread = run.RunState(str(tmp_path))
+  assert reread.is_done("a", "k", {"o": str(out)})
+  assert not reread.is_done("a", "other", {"o": str(out)})
+  out.unlink()
+  assert not reread.is_done("a", "k", {"o": str(out)})
+
+
+def test_bad_override_writes_nothing(tmp_path):
+  workdir = tmp_path / "w"
+  proc = _vidgen_run(str(workdir), "--config.t2v.train.steps=0")
+  assert proc.returncode == 2, proc.stderr
+  assert "train.steps=0" in proc.stderr
+  assert not workdir.exists()
+  proc = _vidgen_run(str(workdir), "--config.no.such.key=1")
+  assert proc.returncode == 2 and "unknown config key" in proc.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end_then_resume(own_tmp):
+  workdir = os.path.join(own_tmp, "run")
+  t0 = time.time()
+  proc = _vidgen_run(workdir)
+  first = time.time() - t0
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  paths = summary["paths"]
+  assert os.path.isfile(paths["tokenizer"])
+  assert os.path.isfile(os.path.join(paths["vae_export"], "params.msgpack"))
+  assert os.path.isfile(os.path.join(paths["vae_export"], "latent_stats.json"))
+  assert os.path.isfile(os.path.join(paths["bundle"], "manifest.json"))
+  assert os.path.isfile(os.path.join(workdir, "eval", "heldout", "report.json"))
+  with open(os.path.join(workdir, "samples", "index.json")) as f:
+    samples = json.load(f)
+  assert {s["mode"] for s in samples} == set(run.MODES)
+  assert all(os.path.getsize(s["path"]) > 0 for s in samples)
+  stages = summary["stages"]
+  assert stages["vae"]["step"] == 4 and stages["t2v"]["step"] == 4
+  assert stages["t2v"]["steps_run"] == 4
+  assert set(summary["stage_seconds"]) == {s.name for s in run.Job(None, workdir).stages()}
+  assert summary["headline"]["heldout/color"]["accuracy"] is not None
+  assert summary["skipped"] == []
+
+  # Again on the same workdir: everything is skipped, nothing retrains.
+  mtime = os.path.getmtime(os.path.join(paths["bundle"], "manifest.json"))
+  t0 = time.time()
+  proc = _vidgen_run(workdir)
+  second = time.time() - t0
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    again = json.load(f)
+  assert again["skipped"] == list(summary["stage_seconds"])
+  assert os.path.getmtime(os.path.join(paths["bundle"], "manifest.json")) == mtime
+  assert second < first / 2
+
+  # More transformer steps: only t2v and what follows it run; t2v resumes at step 4.
+  proc = _vidgen_run(workdir, "--config.t2v.train.steps=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    more = json.load(f)
+  assert more["skipped"] == ["data", "tokenizer", "vae", "vae_eval"]
+  assert more["stages"]["t2v"]["resumed_from"] == 4
+  assert more["stages"]["t2v"]["steps_run"] == 2
