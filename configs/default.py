@@ -29,12 +29,13 @@ from vidgen.data.config import get_config as get_data_config
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Prompts for the sample grid (text modes); the video modes take heldout clips as inputs.
+# Prompts for the sample grid (text modes): held-out color/shape pairs, never seen in
+# training; the video modes take heldout clips as inputs.
 SAMPLE_PROMPTS = (
-    "a red circle moves to the right",
-    "a blue square moves up",
-    "a green triangle moves down and to the left",
-    "a yellow star moves left quickly",
+    "a yellow square moves to the right",
+    "a blue triangle moves up",
+    "a green cross moves down and to the left",
+    "a white circle moves left quickly",
 )
 MODES = ("text_to_video", "text_to_image", "image_to_video", "extend", "loop", "connect",
          "restyle")
