@@ -193,3 +193,38 @@ def test_read_video_folder_reads_gifs(tmp_path, clips):
   (tmp_path / "empty").mkdir()
   with pytest.raises(VidgenError, match="no videos"):
     fvd.read_video_folder(str(tmp_path / "empty"))
+
+
+def blur(clips: np.ndarray, size: int) -> np.ndarray:
+  """A box blur of `size` pixels in space: a stand-in for a lossy autoencoder."""
+  from scipy import ndimage
+  out = ndimage.uniform_filter(clips.astype(np.float64), size=(1, 1, size, size, 1),
+                               mode="nearest")
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def test_reconstruction_fvd_is_the_floor_for_identity_and_grows_with_blur(i3d, clips):
+  # The reference: the same scenes mirrored, so that at this tiny N the floor is not
+  # dominated by which scenes each set happens to hold (blur floor 235 -> 271 -> 325 here).
+  originals, reference = clips, np.ascontiguousarray(clips[:, :, :, ::-1])
+  scores = [fvd.reconstruction_fvd(originals, blur(originals, s) if s > 1 else originals,
+                                   reference, batch_size=BATCH, i3d=i3d)
+            for s in (1, 3, 9)]
+  identity = scores[0]
+  # A lossless autoencoder scores exactly the real-vs-real floor at this N.
+  assert identity["fvd"] == pytest.approx(identity["fvd_real_vs_real"], rel=1e-6, abs=1e-6)
+  assert identity["num_clips"] == BATCH
+  fvds = [s["fvd"] for s in scores]
+  assert all(a < b for a, b in zip(fvds, fvds[1:])), fvds
+  assert fvds[-1] > 1.2 * fvds[0], fvds
+  # The floor does not depend on the reconstructions.
+  assert all(s["fvd_real_vs_real"] == pytest.approx(identity["fvd_real_vs_real"], rel=1e-6)
+             for s in scores)
+  with pytest.raises(VidgenError, match="reconstructions"):
+    fvd.reconstruction_fvd(originals, originals[:1], reference, i3d=i3d)
+
+
+def test_frechet_distance_defaults_to_eigh():
+  rng = np.random.default_rng(5)
+  x, y = rng.normal(size=(30, 8)), rng.normal(0.3, 1.5, size=(30, 8))
+  assert fvd.fvd_from_features(x, y) == fvd.fvd_from_features(x, y, method="eigh")

@@ -12,8 +12,12 @@ reference rows (real clips = ceiling, shuffled captions = chance, the first fram
 no motion). FVD/KVD (I3D): the seed-0 clips against N disjoint real clips of the same split
 (clips N..2N-1), beside the prompts' own real clips against those same N clips: the
 real-vs-real floor at this N, which a perfect generator would score.
-An autoencoder workdir (config.task == "vae") is scored by vidgen.evaluate.recon.
-A validation-loss table (per bucket, at fixed timesteps) can be added with --val-loss=JSON.
+An autoencoder workdir (config.task == "vae") is scored by vidgen.evaluate.recon (PSNR/SSIM)
+and by reconstruction FVD (its reconstructions of validation clips against disjoint validation
+clips, beside the originals against the same clips: the floor a lossless autoencoder scores).
+A validation-loss table (per bucket, at fixed timesteps) is computed from a t2v workdir's
+newest checkpoint (EMA params) with --val-loss (vidgen.evaluate.val_loss), or read from
+--val-loss=JSON.
 Output: DIR/report.json (every number), DIR/report.html and DIR/clips/*.gif.
 """
 from __future__ import annotations
@@ -267,6 +271,57 @@ def _vae_sections(config: Any, workdir: str) -> tuple[dict[str, list], dict[str,
   return {"Autoencoder reconstruction (PSNR dB, SSIM)": recon_table(result)}, extra
 
 
+RECON_FVD_TITLE = "Autoencoder reconstruction FVD / KVD (I3D)"
+VAL_LOSS_TITLE = "Validation loss per bucket"
+NOTES[RECON_FVD_TITLE] = (
+    "Reconstructions of N validation clips against N other validation clips; the real-vs-real "
+    "row is the originals against the same clips, what a lossless autoencoder scores.")
+NOTES[VAL_LOSS_TITLE] = (
+    "Rectified-flow velocity MSE of the EMA params in plain text-to-video mode (no "
+    "conditioning frames, no caption dropout), noise fixed per batch and timestep.")
+
+
+def recon_fvd_table(config: Any, workdir: str, *, num_clips: int = 32, batch_size: int = 8
+                    ) -> list[dict[str, Any]]:
+  """Reconstruction FVD of an autoencoder workdir on its eval split (the longest bucket).
+
+  The first `num_clips` clips of the bucket with the most frames are reconstructed through
+  the autoencoder (recon.reconstruct: encode, posterior mean, decode); the next `num_clips`
+  are the reference.
+  """
+  from vidgen.evaluate import fvd, recon  # pylint: disable=g-import-not-at-top
+  model, params, _ = recon.load_or_export(config, workdir)
+  by_bucket: dict[str, list[np.ndarray]] = {}
+  for name, video in recon.split_batches(config, 2 * num_clips * len(config.data.buckets)):
+    by_bucket.setdefault(name, []).append(video)
+  name = max(by_bucket, key=lambda k: (int(k.split("x")[0]), sum(map(len, by_bucket[k]))))
+  clips = np.concatenate(by_bucket[name])
+  n = min(num_clips, len(clips) // 2)
+  if n < 2:
+    raise VidgenError(f"reconstruction FVD needs at least 4 clips of bucket {name}, the eval "
+                      f"split gave {len(clips)}")
+  originals, reference = clips[:n], clips[n:2 * n]
+  recons = np.concatenate([recon.reconstruct(model, params, originals[i:i + batch_size])[0]
+                           for i in range(0, n, batch_size)])
+  out = fvd.reconstruction_fvd(originals, recons, reference, batch_size=batch_size)
+  return [{"set": "reconstructions vs real", "bucket": name, "fvd": out["fvd"],
+           "kvd": out["kvd"], "n": n},
+          {"set": "real vs real (floor)", "bucket": name, "fvd": out["fvd_real_vs_real"],
+           "kvd": out["kvd_real_vs_real"], "n": n}]
+
+
+def val_loss_table(config: Any, workdir: str, *, split: str = "validation",
+                   max_batches: int | None = None) -> tuple[list[dict[str, Any]], int]:
+  """(vidgen.evaluate.val_loss rows, checkpoint step) of a t2v workdir's newest checkpoint."""
+  from vidgen import export  # pylint: disable=g-import-not-at-top
+  from vidgen.evaluate import val_loss  # pylint: disable=g-import-not-at-top
+  from vidgen.train.tasks import get_task  # pylint: disable=g-import-not-at-top
+  params, _, step = export._restore_params(workdir)  # pylint: disable=protected-access
+  rows = val_loss.val_loss(get_task(config), params, config, split=split,
+                           max_batches=max_batches)
+  return rows, step
+
+
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   argv, overrides = config_lib.split_overrides(argv)
   p = argparse.ArgumentParser(prog="vidgen evaluate", description=__doc__.split("\n")[0])
@@ -290,7 +345,16 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   p.add_argument("--sampler", default="unipc")
   p.add_argument("--batch-size", type=int, default=16, help="prompts per generation call")
   p.add_argument("--no-fvd", action="store_true", help="skip FVD/KVD (I3D is slow on CPU)")
-  p.add_argument("--val-loss", help="JSON table of validation loss per bucket, to include")
+  p.add_argument("--val-loss", nargs="?", const="compute", default=None,
+                 help="add the validation loss per bucket: alone, computed from the t2v "
+                 "--workdir's newest checkpoint; =JSON, a table read from that file")
+  p.add_argument("--val-loss-split", default="validation", help="split for --val-loss")
+  p.add_argument("--no-generate", action="store_true",
+                 help="t2v workdir: skip generation (oracle, FVD), e.g. for --val-loss alone")
+  p.add_argument("--val-loss-batches", type=int, default=0,
+                 help="eval batches for --val-loss (0: the whole split)")
+  p.add_argument("--recon-fvd-clips", type=int, default=32,
+                 help="clips per set for an autoencoder's reconstruction FVD")
   p.add_argument("--grid", type=int, default=16, help="clips shown in the HTML grid")
   p.add_argument("--out", default=None, help="report folder (default WORKDIR/eval or ./eval)")
   return p.parse_args(argv), overrides
@@ -344,6 +408,14 @@ def main(argv: Sequence[str]) -> int:
     vae_sections, vae_extra = _vae_sections(config, args.workdir)
     sections.update(vae_sections)
     extra["recon"] = vae_extra
+    if not args.no_fvd:
+      t0 = time.perf_counter()
+      sections[RECON_FVD_TITLE] = recon_fvd_table(config, args.workdir,
+                                                  num_clips=args.recon_fvd_clips)
+      extra.setdefault("timing", {})["recon_fvd_s"] = time.perf_counter() - t0
+  elif args.no_generate:
+    if not args.val_loss:
+      raise VidgenError("--no-generate leaves nothing to evaluate; add --val-loss")
   else:
     if not (args.bundle or (args.workdir and config is not None)):
       raise VidgenError("pass --bundle=DIR, or --config=... --workdir=DIR, or --videos=DIR "
@@ -366,8 +438,17 @@ def main(argv: Sequence[str]) -> int:
       clips.extend((f"[{label}] {p}" if many else p, g, r) for p, g, r in t2v_clips)
       extra["runs"].append(t2v_extra)
     extra["video"] = extra["runs"][0]["video"]
-  if args.val_loss:
-    sections["Validation loss per bucket"] = read_table(args.val_loss)
+  if args.val_loss == "compute":
+    if not (args.workdir and config is not None and config.get("task") == "t2v"):
+      raise VidgenError("--val-loss (computed) needs --config=<a t2v config> --workdir=DIR; "
+                        "pass --val-loss=JSON to include a table computed elsewhere")
+    t0 = time.perf_counter()
+    sections[VAL_LOSS_TITLE], extra["val_loss_step"] = val_loss_table(
+        config, args.workdir, split=args.val_loss_split,
+        max_batches=args.val_loss_batches or None)
+    extra.setdefault("timing", {})["val_loss_s"] = time.perf_counter() - t0
+  elif args.val_loss:
+    sections[VAL_LOSS_TITLE] = read_table(args.val_loss)
   extra.setdefault("timing", {})["total_s"] = time.perf_counter() - t_start
   notes = {title: note for title in sections for key, note in NOTES.items()
            if title.startswith(key)}

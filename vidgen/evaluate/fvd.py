@@ -214,26 +214,19 @@ def _trace_sqrt_product_scipy(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
   return float(np.real(np.trace(covmean)))
 
 
-def _have_scipy() -> bool:
-  try:
-    import scipy.linalg  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
-
-
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
                      sigma2: np.ndarray, *, method: str = "auto") -> float:
   """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2), in float64.
 
   method: "scipy" (scipy.linalg.sqrtm, the reference implementation), "eigh" (numpy only,
-  symmetric form, robust for rank-deficient covariances), or "auto" (scipy if installed).
+  symmetric form, robust for rank-deficient covariances), or "auto" (= "eigh": on 400-dim
+  I3D features it matches scipy to ~3e-8 relative at N = 16..1000 and is 3-30x faster).
   """
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(
       np.float64)
   if method == "auto":
-    method = "scipy" if _have_scipy() else "eigh"
+    method = "eigh"
   if method == "scipy":
     tr_covmean = _trace_sqrt_product_scipy(sigma1, sigma2)
   elif method == "eigh":
@@ -313,6 +306,24 @@ def evaluate_sets(generated: Sequence[np.ndarray] | np.ndarray,
   return {"fvd": gen_scores["fvd"], "kvd": gen_scores["kvd"],
           "fvd_real_vs_real": floor["fvd"], "kvd_real_vs_real": floor["kvd"],
           "num_clips": n, "layer": layer}
+
+
+def reconstruction_fvd(originals: Sequence[np.ndarray] | np.ndarray,
+                       reconstructions: Sequence[np.ndarray] | np.ndarray,
+                       reference: Sequence[np.ndarray] | np.ndarray, *,
+                       batch_size: int = 8, layer: str = "logits", method: str = "auto",
+                       i3d: I3D | None = None) -> dict[str, Any]:
+  """FVD/KVD of an autoencoder's reconstructions against real clips, beside the floor.
+
+  originals[i] is the clip reconstructions[i] was made from; reference is a disjoint set of
+  real clips of the same shape. fvd = FVD(reconstructions, reference) and fvd_real_vs_real =
+  FVD(originals, reference): a lossless autoencoder scores exactly the floor, and the gap
+  is what the reconstruction loses to I3D's eye.
+  """
+  if len(originals) != len(reconstructions):
+    raise VidgenError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
+  return evaluate_sets(reconstructions, originals, reference, batch_size=batch_size,
+                       layer=layer, method=method, i3d=i3d)
 
 
 _VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".gif")
