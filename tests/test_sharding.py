@@ -5,6 +5,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -142,3 +143,74 @@ def test_indivisible_dimensions_stay_unsharded():
   assert out["bias"].spec == P(None)  # 3 does not divide by fsdp=4
   assert out["kernel"].spec == P("fsdp", "tensor")  # 8 / 4 and 6 / 2 divide
   assert out["plain"].is_fully_replicated
+
+
+def _tiny_dit_config(**model):
+  """The real tiny T2V config on pixels: 16 clips of 4 x 16 x 16, 1 x 2 x 2 patches (256
+  tokens a clip), so attention scores dominate the step's activations."""
+  from vidgen import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load("configs/t2v_tiny.py:tiny,pixel")
+  config.data.buckets = [(4, 16, 16, 16)]
+  config.data.tokenizer.max_len = 8
+  config.model.patch = (1, 2, 2)
+  config.model.attention = "xla"
+  config.model.update(model)
+  return config
+
+
+def test_dit_step_activations_split_over_the_batch():
+  """Same global batch on 8 devices (fsdp=8) and on 1: per-device temporaries must shrink by
+  about 8 (activations split over the batch, not replicated or all-gathered)."""
+  from vidgen.train import aot  # pylint: disable=g-import-not-at-top
+  config = _tiny_dit_config()
+  eight = aot.compile_report(config)
+  one = aot.compile_report(config, devices=jax.devices()[:1])
+  assert eight["mesh"]["fsdp"] == 8 and one["devices"] == 1
+  assert eight["batch"]["video"] == one["batch"]["video"] == [16, 4, 16, 16, 3]
+  # The [16 / 8, 4, 256, 256] f32 scores alone are 2 MiB a layer; the ratio is ~8.
+  ratio = one["temp_size_in_bytes"] / eight["temp_size_in_bytes"]
+  assert ratio > 6, (one["temp_size_in_bytes"], eight["temp_size_in_bytes"])
+
+
+def _largest_buffer_elements(hlo: str) -> tuple[int, str]:
+  import re  # pylint: disable=g-import-not-at-top
+  best = (0, "")
+  for dtype, dims in re.findall(r"\b(f32|bf16|pred|s32)\[([\d,]+)\]", hlo):
+    n = int(np.prod([int(d) for d in dims.split(",")]))
+    best = max(best, (n, f"{dtype}[{dims}]"))
+  return best
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_blockwise_attention_step_has_no_quadratic_buffer(segments):
+  """With attention="blockwise" the compiled DiT step (8 devices) holds no buffer as large as
+  a per-device score matrix [B/8, heads, T, T]: an O(T^2) residual (e.g. the mask of every
+  key block kept for the backward pass) is what blockwise attention exists to avoid."""
+  from vidgen.models import dit as dit_lib  # pylint: disable=g-import-not-at-top
+  from vidgen.train.tasks import get_task  # pylint: disable=g-import-not-at-top
+  config = _tiny_dit_config(attention="blockwise", block_size=256)
+  task = get_task(config)
+  mesh = shd.make_mesh(config.mesh)
+  rules = shd.rules_from_config(config.mesh)
+  b, t, heads = 16, 1024, dit_lib.VARIANTS["tiny"]["num_heads"]
+  x = jax.ShapeDtypeStruct((b, t, 12), np.float32)
+
+  def loss(params, x):
+    seg = (jnp.arange(t)[None] >= t // 2).astype(jnp.int32) * jnp.ones((b, 1), jnp.int32)
+    out = task.model.apply(
+        {"params": params}, x, jnp.full((b, 1), 0.5), jnp.zeros((b, t, 3), jnp.int32),
+        jnp.ones((b, 8, task.text_dim)), jnp.ones((b, 8), bool),
+        segment_ids=seg if segments else None, method=dit_lib.DiT.forward_tokens)
+    return jnp.mean(out ** 2)
+
+  with shd.use(mesh, rules):
+    params = jax.eval_shape(lambda: nn.unbox(task.model.init(
+        jax.random.key(0), jnp.zeros((1, t, 12)), jnp.full((1, 1), 0.5),
+        jnp.zeros((1, t, 3), jnp.int32), jnp.ones((1, 8, task.text_dim)),
+        jnp.ones((1, 8), bool), method=dit_lib.DiT.forward_tokens))["params"])
+    batch = NamedSharding(mesh, P(shd.BATCH_AXES))
+    hlo = jax.jit(jax.grad(loss), in_shardings=(None, batch)).lower(
+        params, x).compile().as_text()
+  scores = b // 8 * heads * t * t
+  elements, shape = _largest_buffer_elements(hlo)
+  assert elements < scores, shape

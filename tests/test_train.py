@@ -254,6 +254,39 @@ def test_metrics_samples_and_tensorboard(tmp_path):
   assert any(e.startswith("events.out.tfevents") for e in events)
 
 
+def test_eval_hook_runs_every_eval_every_steps_on_ema_params_and_is_logged(tmp_path):
+  calls = []
+
+  class Evaluating(_toy_task.ToyTask):
+    def evaluate(self, params, step, workdir):
+      calls.append((step, workdir, params))
+      leaf = jax.tree.leaves(params)[0]
+      return {"val/loss": float(step) / 10, "val/leaf": float(jnp.sum(leaf))}
+
+  config = _config(eval_every=3, log_every=4, steps=6)
+  summary = train(config, str(tmp_path), task=Evaluating(config))
+  assert [c[0] for c in calls] == [3, 6] and calls[0][1] == str(tmp_path)
+  # The EMA params (the toy config has EMA on), not the raw ones.
+  final = summary["final_state"]
+  jax.tree.map(np.testing.assert_array_equal, calls[1][2], final.ema_params)
+  assert not np.allclose(np.asarray(jax.tree.leaves(final.ema_params)[0]),
+                         np.asarray(jax.tree.leaves(final.params)[0]))
+  assert summary["evals"][3]["val/loss"] == pytest.approx(0.3)
+  assert summary["evals"][6]["val/leaf"] == pytest.approx(
+      float(jnp.sum(jax.tree.leaves(final.ema_params)[0])))
+  import json
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  evals = {r["step"]: r for r in rows if "val/loss" in r}
+  assert sorted(evals) == [3, 6] and evals[6]["val/loss"] == pytest.approx(0.6)
+  assert all("train/loss" not in r for r in evals.values())  # Own rows, not mixed in.
+  # eval_every=0 never calls it; negative is refused.
+  calls.clear()
+  train(_config(eval_every=0, steps=2), str(tmp_path / "off"), task=Evaluating(_config()))
+  assert calls == []
+  with pytest.raises(VidgenError, match="eval_every"):
+    train_config.validate(_config(eval_every=-1), jax.device_count())
+
+
 def test_mfu_and_peak_table():
   from vidgen.train import metrics
   assert metrics.mfu(1e12, 1.0, 2, 1e12) == pytest.approx(0.5)

@@ -133,6 +133,7 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
   block = min(block_size, tk)
   n_blocks = -(-tk // block)
   pad = n_blocks * block - tk
+  masked = q_segment_ids is not None or kv_mask is not None or pad > 0
   valid = jnp.ones((b, tk), bool) if kv_mask is None else kv_mask.astype(bool)
   kv_seg = jnp.zeros((b, tk), jnp.int32) if kv_segment_ids is None else kv_segment_ids
   q_seg = jnp.zeros((b, tq), jnp.int32) if q_segment_ids is None else q_segment_ids
@@ -159,9 +160,14 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
     s = jnp.einsum("bqnh,bknh->bnqk", qf, blk["k"].astype(jnp.float32))
     if "bias" in blk:
       s = s + blk["bias"].astype(jnp.float32)
-    visible = (q_seg[:, None, :, None] == blk["seg"][:, None, None, :]) & \
-        blk["valid"][:, None, None, :]
-    s = jnp.where(visible, s, -jnp.inf)
+    if masked:
+      # An additive mask, not `where(visible, s, -inf)`: the select's derivative needs its
+      # predicate broadcast over heads, and XLA kept that for every block (a [blocks, B, N,
+      # Tq, block] bool: the O(Tq x Tk) buffer this function exists to avoid). The additive
+      # mask has no head axis; with nothing to mask (one clip a row) it is skipped entirely.
+      visible = (q_seg[:, None, :, None] == blk["seg"][:, None, None, :]) & \
+          blk["valid"][:, None, None, :]
+      s = s + jnp.where(visible, 0.0, -jnp.inf)
     m_new = jnp.maximum(m, jnp.max(s, axis=-1))
     m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
     p = jnp.exp(s - m_safe[..., None])  # exp(-inf) = 0 for hidden keys.

@@ -218,27 +218,33 @@ class DiT(nn.Module):
     x = layers.constrain(x, ("batch", "length", "embed"))
 
     # Conditioning vector c [B, M, D] (M = N tokens or 1) from timestep and frame rate.
+    # The conditioning path is tiny but must be constrained too: left free, XLA keeps it
+    # weight-stationary (kernels sharded on embed -> fsdp) and computes it for the whole
+    # global batch on every device, then all-gathers / all-to-alls it into the token stream.
+    cond = lambda a: layers.constrain(a, ("batch",) + (None,) * (a.ndim - 2) + ("embed",))
     c = layers.DenseGeneral(d, (None, "embed"), use_bias=True, name="t_embed_0", **kw)(
-        timestep_embedding(t, 256))
+        cond(timestep_embedding(t, 256)))
     c = layers.DenseGeneral(d, ("mlp", "embed"), use_bias=True, name="t_embed_1", **kw)(
-        nn.silu(c))
+        nn.silu(cond(c)))
     if self.use_fps:
       fps = jnp.full((x.shape[0],), 24.0) if fps is None else fps
       f = layers.DenseGeneral(d, (None, "embed"), use_bias=True, name="fps_embed_0", **kw)(
-          timestep_embedding(fps, 256, scale=1.0))
+          cond(timestep_embedding(fps, 256, scale=1.0)))
       f = layers.DenseGeneral(d, ("mlp", "embed"), use_bias=True, name="fps_embed_1", **kw)(
-          nn.silu(f))
+          nn.silu(cond(f)))
       c = c + f[:, None, :]
-    c = nn.silu(c.astype(jnp.float32))
+    c = cond(nn.silu(c.astype(jnp.float32)))
     zeros = nn.initializers.zeros_init()
     mod = layers.DenseGeneral((6, d), ("mlp", None, "embed"), use_bias=True,
                               init_scale=0.0, name="adaln", dtype=jnp.float32,
                               param_dtype=self.param_dtype)(c)
+    mod = cond(mod)  # [B, M, 6, D]
     n_tok, groups = x.shape[1], c.shape[1]
     if n_tok % groups:
       raise ValueError(f"t has {groups} entries per row; it must divide the {n_tok} tokens")
     repeat = n_tok // groups if groups > 1 else 1
 
+    text = layers.constrain(text, ("batch", "text_length", "embed"))
     txt = layers.DenseGeneral(d, (None, "embed"), use_bias=True, name="text_proj_0",
                               **kw)(text.astype(self.dtype))
     txt = layers.DenseGeneral(d, ("mlp", "embed"), use_bias=True, name="text_proj_1", **kw)(
@@ -251,6 +257,8 @@ class DiT(nn.Module):
                     mlp_hidden=int(round(d * self.mlp_ratio)), qk_norm=self.qk_norm,
                     attention=self.attention, block_size=self.block_size, **kw)
     mod = jnp.repeat(mod, repeat, axis=1) if repeat > 1 else mod
+    mod = layers.constrain(mod, ("batch", "length" if mod.shape[1] == n_tok else None, None,
+                                 "embed"))
     args = (mod, cos, sin, segment_ids, txt, text_mask, text_segment_ids)
     block_cls = Block
     policy = remat_policy(self.remat)
@@ -270,7 +278,7 @@ class DiT(nn.Module):
     fm = layers.DenseGeneral((2, d), ("mlp", None, "embed"), use_bias=True, init_scale=0.0,
                              name="final_adaln", dtype=jnp.float32,
                              param_dtype=self.param_dtype)(c) + final
-    fm = jnp.repeat(fm, repeat, axis=1) if repeat > 1 else fm
+    fm = jnp.repeat(cond(fm), repeat, axis=1) if repeat > 1 else cond(fm)
     h = layers.LayerNorm(dtype=jnp.float32)(x)
     h = (h * (1 + fm[:, :, 1]) + fm[:, :, 0]).astype(self.dtype)
     out = layers.DenseGeneral(self.patch_dim_out, ("embed", "patch"), use_bias=True,

@@ -144,7 +144,7 @@ class T5Encoder(nn.Module):
                      embedding_init=layers.logical(nn.initializers.normal(1.0),
                                                    ("vocab", "embed")),
                      name="token_embed")
-    x = embed(tokens.astype(jnp.int32))
+    x = layers.constrain(embed(tokens.astype(jnp.int32)), ("batch", "text_length", "embed"))
     mask = mask.astype(bool)
     layer_cls = nn.remat(T5Layer) if self.remat else T5Layer
     bias = None

@@ -52,8 +52,8 @@ def batch_shapes_for(task: Any, config: Any) -> list[dict]:
 
 
 def compile_report(config: Any, task: Any = None, shapes: dict | None = None, *,
-                   mesh_context: bool = True) -> dict:
-  """Compiles the train step for the current devices and one batch shape (default: the
+                   mesh_context: bool = True, devices: Any = None) -> dict:
+  """Compiles the train step for `devices` (default: all) and one batch shape (default: the
   first of `batch_shapes_for`); returns sizes in bytes per device."""
   import jax  # pylint: disable=g-import-not-at-top
   from vidgen.train import sharding as shd  # pylint: disable=g-import-not-at-top
@@ -63,9 +63,10 @@ def compile_report(config: Any, task: Any = None, shapes: dict | None = None, *,
   from vidgen.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
   from vidgen.train.tasks import get_task  # pylint: disable=g-import-not-at-top
 
-  validate(config, jax.device_count())
+  devices = jax.devices() if devices is None else list(devices)
+  validate(config, len(devices))
   task = get_task(config) if task is None else task
-  mesh = shd.make_mesh(config.mesh)
+  mesh = shd.make_mesh(config.mesh, devices)
   rules = shd.rules_from_config(config.mesh)
   tx, schedule = make_optimizer(config.train)
   ema = config.train.ema_decay > 0
@@ -89,7 +90,7 @@ def compile_report(config: Any, task: Any = None, shapes: dict | None = None, *,
     return total
 
   report = {
-      "devices": jax.device_count(),
+      "devices": len(devices),
       "activation_constraints": mesh_context,
       "mesh": dict(mesh.shape),
       "batch": {k: list(v.shape) for k, v in shapes.items()},

@@ -59,6 +59,10 @@ def get_train_config() -> ml_collections.ConfigDict:
   c.keep_period = 0  # ... and every M-th step's forever (0: none)
   c.async_checkpoint = True
   c.sample_every = 0  # 0: never call task.sample
+  # Every N steps: task.evaluate(params, step, workdir) -> scalars (EMA params), logged.
+  # A t2v task without one gets vidgen.evaluate.val_loss.hook. 0: never.
+  c.eval_every = 0
+  c.eval_max_batches = 0  # eval batches per evaluation (0: the whole eval split)
   c.max_consecutive_nonfinite = 10
   c.progress_bar = True
   return c
@@ -136,6 +140,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
       raise VidgenError(f"train.{key}={t[key]} must be >= 1")
   if t.keep < 1 or t.keep_period < 0 or t.sample_every < 0:
     raise VidgenError("train.keep must be >= 1, train.keep_period and train.sample_every >= 0")
+  if t.get("eval_every", 0) < 0 or t.get("eval_max_batches", 0) < 0:
+    raise VidgenError("train.eval_every and train.eval_max_batches must be >= 0")
   if t.max_consecutive_nonfinite < 1:
     raise VidgenError("train.max_consecutive_nonfinite must be >= 1")
   ici, dcn = mesh_shapes(config.mesh, device_count)

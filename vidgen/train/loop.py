@@ -9,7 +9,7 @@ import argparse
 import logging
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -79,6 +79,22 @@ def _check_batch(shapes: dict, divisor: int, microbatches: int) -> None:
                       f"({divisor}) times train.microbatches ({microbatches})")
 
 
+def eval_hook(task: Any, config: ml_collections.ConfigDict
+              ) -> Callable[[Any, int, str], Mapping[str, float]] | None:
+  """The periodic evaluation (train.eval_every > 0): `task.evaluate(params, step, workdir)`,
+  or for a text-to-video task without one the validation loss at fixed timesteps."""
+  if not config.train.get("eval_every", 0):
+    return None
+  if hasattr(task, "evaluate"):
+    return task.evaluate
+  if config.get("task") == "t2v":
+    from vidgen.evaluate import val_loss  # pylint: disable=g-import-not-at-top
+    return val_loss.hook(task, config)
+  log.warning("train.eval_every=%d but task %s has no evaluate(); no evaluation runs",
+              config.train.eval_every, type(task).__name__)
+  return None
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *, task: Any = None,
           make_iterator: IteratorFactory | None = None,
           stop_at: int | None = None) -> dict:
@@ -131,7 +147,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, task: Any = None,
   if pi == 0 and t.progress_bar and t.steps - step >= 100:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=t.steps, initial=step, unit="step", dynamic_ncols=True)
-  summary = {"resumed_from": resumed_from, "losses": {}, "preempted": False,
+  summary = {"resumed_from": resumed_from, "losses": {}, "evals": {}, "preempted": False,
              "param_count": state_lib.param_count(abstract.params)}
   last_good = {"step": resumed_from}
   log_window: dict[str, list[float]] = {}
@@ -181,6 +197,22 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, task: Any = None,
     ckpt.save(manager, at, state, iterator, config, force=force)
     last_good["step"] = at
 
+  evaluate = eval_hook(task, config)
+
+  def run_eval(at: int) -> None:
+    """task.evaluate on the EMA params; its scalars go to TensorBoard and the console."""
+    values = evaluate(state.ema_params if ema else state.params, at, workdir)
+    values = {k: float(v) for k, v in (values or {}).items()}
+    if values:
+      writer.scalars(at, values)
+      summary["evals"][at] = values
+      if pi == 0:
+        line = f"step {at}: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
+        if bar is not None:
+          bar.write(line)
+        else:
+          print(line, flush=True)
+
   prev = None
   try:
     while step < t.steps:
@@ -206,6 +238,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, task: Any = None,
         videos = task.sample(state.ema_params if ema else state.params, step, workdir)
         if videos:
           writer.videos(step, videos)
+      if evaluate is not None and step % t.eval_every == 0:
+        run_eval(step)
       if stop_at is not None and step >= stop_at:
         summary["preempted"] = True
         break
