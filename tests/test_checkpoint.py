@@ -2,11 +2,8 @@
 config and iterator state saved, unfinished (tmp) writes ignored, a save killed mid-way."""
 import json
 import os
-import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import jax
@@ -21,18 +18,6 @@ from vidgen.train import sharding as shd  # noqa: E402
 from vidgen.train import state as state_lib  # noqa: E402
 from vidgen.train.loop import train  # noqa: E402
 from vidgen.train.optimizer import make_optimizer  # noqa: E402
-
-jax.config.update("jax_compilation_cache_dir", "/tmp/vidgen_test_jax_cache")
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-@pytest.fixture
-def tmp_path():
-  """A private temp dir: other people's pytest runs in this checkout prune shared basetemps."""
-  path = tempfile.mkdtemp(prefix="vidgen_train_test_")
-  yield pathlib.Path(path)
-  shutil.rmtree(path, ignore_errors=True)
 
 
 def _config(**mesh):

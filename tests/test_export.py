@@ -284,7 +284,7 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   ]
   bad = tmp_path / "bad.mp4"
   bad.write_bytes(b"not a video")
-  cases.append(([f"--prompt=a", "--mode=restyle", f"--video={bad}", "--out=x.mp4"], "bad.mp4"))
+  cases.append((["--prompt=a", "--mode=restyle", f"--video={bad}", "--out=x.mp4"], "bad.mp4"))
   img = tmp_path / "wide.png"
   img.write_bytes(video_io.encode_png(np.zeros((16, 32, 3), np.uint8)))
   cases.append((["--prompt=a", "--mode=image_to_video", f"--image={img}", "--no-resize",

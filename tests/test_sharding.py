@@ -18,9 +18,6 @@ from vidgen.train import state as state_lib  # noqa: E402
 from vidgen.train import step as step_lib  # noqa: E402
 from vidgen.train.optimizer import make_optimizer  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", "/tmp/vidgen_test_jax_cache")
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 LAYOUTS = {
     "data": dict(data=8, fsdp=1, tensor=1, sequence=1),

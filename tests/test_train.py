@@ -1,7 +1,6 @@
 """Trainer behaviour on 8 forced CPU devices with the toy task: determinism, resume,
 non-finite skips, SIGTERM, gradient accumulation, optimizer pieces, config checks."""
 import os
-import pathlib
 import shutil
 import signal
 import sys
@@ -15,18 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests import _toy_task  # noqa: E402
 
-# Every run compiles the same programs; a persistent cache keeps this file fast.
-jax.config.update("jax_compilation_cache_dir", "/tmp/vidgen_test_jax_cache")
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-
-@pytest.fixture
-def tmp_path():
-  """A private temp dir: other people's pytest runs in this checkout prune shared basetemps."""
-  path = tempfile.mkdtemp(prefix="vidgen_train_test_")
-  yield pathlib.Path(path)
-  shutil.rmtree(path, ignore_errors=True)
 from vidgen.errors import VidgenError
 from vidgen.train import checkpoint as ckpt
 from vidgen.train import config as train_config

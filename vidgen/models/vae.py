@@ -17,7 +17,7 @@ import functools
 import json
 import math
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import flax.linen as nn
 import jax

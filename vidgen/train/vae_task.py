@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from vidgen.errors import VidgenError
 from vidgen.models import vae as vae_lib
