@@ -58,6 +58,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train.lr = 3e-4
   c.train.warmup_steps = 100
   c.train.ema_decay = 0.999
+  c.train.sample_every = 500  # GIFs in WORKDIR/samples/STEP/ and TensorBoard
+  c.train.sample_prompts = ("a red circle moves to the right", "a blue square moves up")
   c.mesh = get_mesh_config()
   c.eval = ml_collections.ConfigDict()
   return c

@@ -139,3 +139,35 @@ def test_config_defaults_to_vae_latents_and_keeps_pixel():
                            ["model.vae.workdir=/x"])
   assert cached.model.latent == "cached" and cached.model.variant == "30M"
   assert cached.model.vae.workdir == "/x"
+
+
+def test_periodic_samples_are_written_and_reproducible(tmp_path):
+  from vidgen import world
+  from vidgen.data import tokenizer as tokenizer_lib
+  from vidgen.data.config import tokenizer_path
+  c = config_lib.load(os.path.join(ROOT, "configs/t2v_tiny.py:tiny,pixel"),
+                      [f"data.data_dir={tmp_path / 'data'}", "data.buckets=[(4, 16, 16, 2)]",
+                       "train.sample_steps=2"])
+  captions = [cap for i in range(40)
+              for cap in world.generate_clip("train", i, seed=0, height=16, width=16, frames=1,
+                                             fps=8.0)["captions"]]
+  tokenizer_lib.train(captions, tokenizer_path(c.data), c.data.tokenizer.vocab_size)
+  task = t2v_task.T2VTask(c)
+  batch = {"video": jnp.zeros((2, 4, 16, 16, 3), jnp.uint8),
+           "tokens": jnp.ones((2, c.data.tokenizer.max_len), jnp.int32),
+           "text_mask": jnp.ones((2, c.data.tokenizer.max_len), bool),
+           "fps": jnp.full((2,), 8.0, jnp.float32)}
+  params = nn.meta.unbox(task.init(jax.random.key(0), batch))
+  videos = task.sample(params, 5, str(tmp_path / "work"))
+  prompts = list(c.train.sample_prompts)
+  assert sorted(videos) == [f"sample_{i:02d}" for i in range(len(prompts))]
+  for i in range(len(prompts)):
+    assert videos[f"sample_{i:02d}"].dtype == np.uint8
+    assert videos[f"sample_{i:02d}"].shape == (4, 16, 16, 3)
+    assert os.path.isfile(tmp_path / "work" / "samples" / "00000005" / f"{i:02d}.gif")
+  again = task.sample(params, 6, str(tmp_path / "work"))
+  np.testing.assert_array_equal(again["sample_00"], videos["sample_00"])
+  # Other params give other samples: the hook samples the params it is given.
+  other = jax.tree.map(lambda p: p + 0.05, params)
+  assert not np.array_equal(task.sample(other, 7, str(tmp_path / "work"))["sample_00"],
+                            videos["sample_00"])

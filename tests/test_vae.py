@@ -14,6 +14,7 @@ import pytest
 from vidgen.config import load
 from vidgen.errors import VidgenError
 from vidgen.evaluate import recon
+from vidgen import world
 from vidgen.models import vae as V
 from vidgen.train import vae_task
 
@@ -280,3 +281,22 @@ def test_recon_metrics():
   result = recon.report([("3x24x24", video, noisy), ("3x24x24", video, video)])
   assert result["clips"] == 4 and result["buckets"]["3x24x24"]["clips"] == 4
   assert recon.to_uint8(np.array([-1.0, 0.0, 1.0, 2.0])).tolist() == [0, 128, 255, 255]
+
+
+def test_periodic_samples_show_fixed_clips_above_their_reconstructions(tmp_path):
+  config = micro_config()
+  task = vae_task.VAETask(config)
+  frames, height, width = next(b[:3] for b in config.data.buckets if b[0] > 1)
+  batch = {"video": jnp.zeros((1, frames, height, width, 3), jnp.uint8)}
+  params = jax.jit(lambda r: nn.meta.unbox(task.init(r, batch)))(jax.random.key(0))
+  videos = task.sample(params, 7, str(tmp_path))
+  assert os.path.isfile(tmp_path / "samples" / "00000007.png")
+  assert len(videos) == 4
+  clips = np.stack([world.generate_clip(
+      "validation", i, seed=config.data.world.seed, height=height, width=width, frames=frames,
+      fps=config.data.world.fps)["video"] for i in range(4)])
+  expected = recon.reconstruct(task.model, params["vae"], clips)[0]
+  both = videos["reconstruction_2"]
+  assert both.dtype == np.uint8 and both.shape == (frames, 2 * height, width, 3)
+  np.testing.assert_array_equal(both[:, :height], clips[2])  # The original, above.
+  np.testing.assert_array_equal(both[:, height:], expected[2])  # Its reconstruction, below.

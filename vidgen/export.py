@@ -414,7 +414,6 @@ def _restore_params(workdir: str) -> tuple[Any, dict, int]:
 def export_workdir(workdir: str, out_dir: str, dtype: str = "f32") -> dict:
   """Exports a text-to-video workdir's newest checkpoint (EMA params) as a bundle."""
   import ml_collections
-  from vidgen.data.config import tokenizer_path
   from vidgen.train.tasks import get_task
   params, config_json, step = _restore_params(workdir)
   config = ml_collections.ConfigDict(config_json)
@@ -422,6 +421,15 @@ def export_workdir(workdir: str, out_dir: str, dtype: str = "f32") -> dict:
     raise VidgenError(f"{workdir} trained task {config.get('task')!r}; export needs a "
                       "text-to-video (t2v) workdir")
   task = get_task(config)  # Builds the modules (and loads a frozen VAE / text encoder).
+  return export_params(task, params, out_dir, dtype=dtype,
+                       source={"workdir": os.path.abspath(workdir), "step": int(step)})
+
+
+def export_params(task: Any, params: Any, out_dir: str, *, dtype: str = "f32",
+                  source: Mapping[str, Any] | None = None) -> dict:
+  """Writes a bundle of a T2VTask's trained params ({"dit", "text"}) and its frozen parts."""
+  from vidgen.data.config import tokenizer_path
+  config = task.config
   m = config.model
   text_params = (task.text_frozen["params"] if task.text_frozen is not None
                  else params["text"])
@@ -446,8 +454,7 @@ def export_workdir(workdir: str, out_dir: str, dtype: str = "f32") -> dict:
               "shift_base_tokens": int(d.shift_base_tokens), "shift_base": float(d.shift_base)}
   return write_bundle(out_dir, params=parts_params, configs=parts_configs,
                       tokenizer_path=tokenizer_path(config.data), latent_stats=stats,
-                      pipeline=pipeline, dtype=dtype,
-                      source={"workdir": os.path.abspath(workdir), "step": int(step)})
+                      pipeline=pipeline, dtype=dtype, source=dict(source or {}))
 
 
 def main(argv: list[str]) -> int:

@@ -59,6 +59,8 @@ def get_train_config() -> ml_collections.ConfigDict:
   c.keep_period = 0  # ... and every M-th step's forever (0: none)
   c.async_checkpoint = True
   c.sample_every = 0  # 0: never call task.sample
+  c.sample_prompts = ()  # t2v: prompts sampled every sample_every steps
+  c.sample_steps = 20
   # Every N steps: task.evaluate(params, step, workdir) -> scalars (EMA params), logged.
   # A t2v task without one gets vidgen.evaluate.val_loss.hook. 0: never.
   c.eval_every = 0

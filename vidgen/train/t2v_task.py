@@ -277,6 +277,41 @@ class T2VTask:
     from vidgen.models import vae as vae_lib
     return vae_lib.latent_shape(t, h, w, self.vae[0].config)
 
+  def sample(self, params, step: int, workdir: str) -> dict[str, np.ndarray]:
+    """The trainer's periodic samples: text-to-video for `config.train.sample_prompts` with
+    these params (exported to a temporary bundle and sampled by the Pipeline, as a user
+    would), written as GIFs to WORKDIR/samples/STEP/ and returned for TensorBoard."""
+    import json
+    import os
+    import shutil
+    import tempfile
+    from jax.experimental import multihost_utils
+    from vidgen import export, pipeline as pipeline_lib, sample as sample_lib
+    prompts = [str(p) for p in self.config.train.get("sample_prompts", ())]
+    if not prompts:
+      return {}
+    params = nn.meta.unbox(params)
+    if jax.process_count() > 1:
+      params = multihost_utils.process_allgather(params, tiled=True)
+    tmp = tempfile.mkdtemp(prefix="vidgen_sample_")
+    try:
+      bundle = os.path.join(tmp, "bundle")
+      export.export_params(self, jax.device_get(params), bundle, source={"step": int(step)})
+      pipe = pipeline_lib.Pipeline.load(bundle, devices=[jax.local_devices()[0]])
+      generation = pipe.text_to_video(prompts, steps=int(self.config.train.sample_steps),
+                                      seed=int(self.config.seed))
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    videos = np.asarray(generation.video)
+    if jax.process_index() == 0:
+      out = os.path.join(workdir, "samples", f"{int(step):08d}")
+      os.makedirs(out, exist_ok=True)
+      for i, video in enumerate(videos):
+        sample_lib.write_video(os.path.join(out, f"{i:02d}.gif"), video, generation.fps)
+      with open(os.path.join(out, "prompts.json"), "w") as f:
+        json.dump(prompts, f, indent=1)
+    return {f"sample_{i:02d}": video for i, video in enumerate(videos)}
+
   def flops_per_step(self, batch) -> float:
     """Training FLOPs of one step (forward + backward), summed over the batch.
 

@@ -125,6 +125,26 @@ class VAETask:
     metrics["loss"] = loss
     return loss, metrics
 
+  def sample(self, params: Params, step: int, workdir: str) -> dict[str, Any]:
+    """The trainer's periodic samples: fixed validation clips of the first video bucket above
+    their reconstructions, as a PNG in WORKDIR/samples/ and videos for TensorBoard."""
+    import numpy as np
+    from vidgen import world
+    from vidgen.evaluate import recon
+    data = self.config.data
+    frames, height, width = next((b[:3] for b in data.buckets if b[0] > 1), data.buckets[0][:3])
+    clips = np.stack([world.generate_clip(
+        "validation", i, seed=int(data.world.seed), height=int(height), width=int(width),
+        frames=int(frames), fps=float(data.world.fps))["video"] for i in range(4)])
+    vae_params = jax.device_get(nn.meta.unbox(params))["vae"]
+    reconstruction, _ = recon.reconstruct(self.model, vae_params, clips)
+    if jax.process_index() == 0:
+      out = os.path.join(workdir, "samples")
+      os.makedirs(out, exist_ok=True)
+      recon.side_by_side(clips, reconstruction, os.path.join(out, f"{int(step):08d}.png"))
+    both = np.concatenate([clips, np.asarray(reconstruction)], axis=2)  # Original above.
+    return {f"reconstruction_{i}": video for i, video in enumerate(both)}
+
   def flops_per_step(self, batch: Mapping[str, Any]) -> float:
     """Forward FLOPs from XLA's cost analysis of the lowered forward pass, times 3."""
     shape = tuple(batch["video"].shape)
