@@ -237,6 +237,14 @@ class Pipeline:
     return (batch, 1 + (frames - 1) // self.c.temporal_factor, height // self.c.spatial_factor,
             width // self.c.spatial_factor, self.c.latent_channels)
 
+  def input_video(self, video: np.ndarray, *, resize: bool = True
+                  ) -> tuple[np.ndarray, int, int]:
+    """A given video fitted to the output size its own size rounds to: (video, H, W)."""
+    video = np.asarray(video)
+    height, width = self._size(video.shape[1] if video.ndim == 4 else None,
+                               video.shape[2] if video.ndim == 4 else None)
+    return self.fit_input(video, height, width, resize=resize, name="video"), height, width
+
   def fit_input(self, video: np.ndarray, height: int, width: int, *, resize: bool = True,
                 name: str = "input") -> np.ndarray:
     """uint8 [T, H, W, 3] -> [T, height, width, 3]: scale to cover and center-crop."""
@@ -424,10 +432,7 @@ class Pipeline:
     tf = self.c.temporal_factor
     text = self.encode_prompts(prompts)
     batch = text[0].shape[0]
-    video = np.asarray(video)
-    height, width = self._size(video.shape[1] if video.ndim == 4 else None,
-                               video.shape[2] if video.ndim == 4 else None)
-    video = self.fit_input(video, height, width, resize=resize, name="video")
+    video, height, width = self.input_video(video, resize=resize)
     frames = self._frames(frames)
     window_frames = self._frames(window if window is not None else self.c.frames)
     win = 1 + (window_frames - 1) // tf
@@ -498,11 +503,8 @@ class Pipeline:
     tf = self.c.temporal_factor
     text = self.encode_prompts(prompts)
     batch = text[0].shape[0]
-    video = np.asarray(video)
-    height, width = self._size(video.shape[1] if video.ndim == 4 else None,
-                               video.shape[2] if video.ndim == 4 else None)
-    a = self._trim_clip(self.fit_input(video, height, width, resize=resize, name="video"),
-                        "video", keep="end")
+    video, height, width = self.input_video(video, resize=resize)
+    a = self._trim_clip(video, "video", keep="end")
     b = self.fit_input(video2, height, width, resize=resize, name="video2")
     n_b = tf * (len(b) // tf)
     if n_b == 0:
@@ -535,11 +537,8 @@ class Pipeline:
       raise VidgenError(f"strength must be in [0, 1], got {strength}")
     text = self.encode_prompts(prompts)
     batch = text[0].shape[0]
-    video = np.asarray(video)
-    height, width = self._size(video.shape[1] if video.ndim == 4 else None,
-                               video.shape[2] if video.ndim == 4 else None)
-    clip = self._trim_clip(self.fit_input(video, height, width, resize=resize, name="video"),
-                           "video")
+    video, _, _ = self.input_video(video, resize=resize)
+    clip = self._trim_clip(video, "video")
     z = self.encode(clip)
     z = jnp.broadcast_to(z, (batch,) + tuple(z.shape[1:]))
     if strength == 0.0:
