@@ -94,7 +94,7 @@ def test_stage_configs_share_data_and_point_t2v_at_the_vae_export():
   t2v = run.stage_config(config, "t2v", "/tmp/w")
   assert vae.data.world == t2v.data.world == config.data.world
   assert [tuple(b) for b in vae.data.buckets] == [tuple(b) for b in config.vae.buckets]
-  assert t2v.model.latent == "vae"
+  assert t2v.model.latent == "cached"
   assert t2v.model.vae.workdir == "/tmp/w/vae"
   assert run.vae_export_dir("/tmp/w") == "/tmp/w/vae/vae_export"
   assert "buckets" not in t2v
@@ -163,7 +163,9 @@ def test_smoke_run_end_to_end_then_resume(own_tmp):
   stages = summary["stages"]
   assert stages["vae"]["step"] == 4 and stages["t2v"]["step"] == 4
   assert stages["t2v"]["steps_run"] == 4
-  assert set(summary["stage_seconds"]) == {s.name for s in run.Job(None, workdir).stages()}
+  stage_names = [s.name for s in run.Job(_resolved(), workdir).stages()]
+  assert "cache" in stage_names  # The default trains the transformer on cached latents.
+  assert set(summary["stage_seconds"]) == set(stage_names)
   assert summary["headline"]["heldout/color"]["accuracy"] is not None
   assert summary["skipped"] == []
 
@@ -184,6 +186,6 @@ def test_smoke_run_end_to_end_then_resume(own_tmp):
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(workdir, "summary.json")) as f:
     more = json.load(f)
-  assert more["skipped"] == ["data", "tokenizer", "vae", "vae_eval"]
+  assert more["skipped"] == ["data", "tokenizer", "vae", "vae_eval", "cache"]
   assert more["stages"]["t2v"]["resumed_from"] == 4
   assert more["stages"]["t2v"]["steps_run"] == 2

@@ -436,9 +436,15 @@ def export_params(task: Any, params: Any, out_dir: str, *, dtype: str = "f32",
   parts_params = {"dit": params["dit"], "text": text_params}
   parts_configs = {"dit": _module_config(task.model),
                    "text": dataclasses.asdict(task.text_model.config)}
-  stats = None
-  if task.latent == "vae":
-    module, vae_params, latent_stats = task.vae
+  stats, vae = None, task.vae
+  if task.latent == "cached":  # Trained on cached latents: the bundle needs their decoder.
+    from vidgen.train import t2v_task
+    if not m.vae.get("workdir"):
+      raise VidgenError("a transformer trained on cached latents exports with the autoencoder "
+                        "that encoded them: set config.model.vae.workdir (its training workdir)")
+    vae = t2v_task.load_frozen_vae(t2v_task.vae_workdir(m))
+  if vae is not None:
+    module, vae_params, latent_stats = vae
     parts_params["vae"] = vae_params
     parts_configs["vae"] = {k: list(v) if isinstance(v, tuple) else v
                             for k, v in dataclasses.asdict(module.config).items()}
@@ -447,7 +453,7 @@ def export_params(task: Any, params: Any, out_dir: str, *, dtype: str = "f32",
   video_buckets = [b for b in buckets if b[0] > 1] or buckets or [(17, 32, 32)]
   frames, height, width = (int(v) for v in video_buckets[0][:3])
   d = m.diffusion
-  pipeline = {"latent": task.latent, "frames": frames, "height": height, "width": width,
+  pipeline = {"latent": "pixel" if vae is None else "vae", "frames": frames, "height": height, "width": width,
               "fps": float(config.data.world.fps) if "world" in config.data else 8.0,
               "text_max_len": int(config.data.tokenizer.max_len),
               "shift": float(d.shift) if d.shift > 0 else None,

@@ -69,7 +69,7 @@ def stage_config(config: ml_collections.ConfigDict, stage: str,
   del out["buckets"], out["bucket_weights"]
   out.seed = config.seed
   out.data = stage_data(config, stage)
-  if stage == "t2v" and out.model.latent == "vae":
+  if stage == "t2v" and out.model.latent in ("vae", "cached"):
     out.model.vae.workdir = os.path.join(workdir, "vae")  # Its vae_export/ (vae_eval stage).
   return out
 
@@ -109,9 +109,13 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
   from vidgen.train import vae_task
   vae_config = vae_task.vae_config_from(vae_cfg)
   t2v = config.t2v
-  _check(t2v.model.latent in ("vae", "pixel"),
-         f"t2v.model.latent={t2v.model.latent!r}: the main job trains on 'vae' (or 'pixel')")
-  if t2v.model.latent == "vae":
+  _check(t2v.model.latent in ("vae", "cached", "pixel"),
+         f"t2v.model.latent={t2v.model.latent!r}: the main job trains on the autoencoder's "
+         "latents, cached ahead ('cached') or encoded every step ('vae'), or on 'pixel'")
+  _check(not t2v.model.text.get("cached"),
+         "t2v.model.text.cached: the main job trains its text encoder jointly; a frozen, "
+         "cached encoder is for `vidgen data cache` + `vidgen train`")
+  if t2v.model.latent != "pixel":
     _check(not vae_cfg.model.get("variant") or vae_cfg.model.variant == t2v.model.vae.variant,
            f"t2v.model.vae.variant={t2v.model.vae.variant!r} must name the trained VAE's "
            f"variant {vae_cfg.model.variant!r}")
@@ -204,6 +208,10 @@ class Job:
                                                   "params.msgpack")}, self.train_vae),
         Stage("vae_eval", "autoencoder: latent statistics and reconstruction", lambda: [],
               self.vae_eval_outputs, self.evaluate_vae),
+        *([Stage("cache", "encode the training clips once (latent cache)",
+                 lambda: [t2v_cfg().data],
+                 self.cache_outputs, self.write_cache)]
+          if c.t2v.model.latent == "cached" else []),
         Stage("t2v", "train the transformer on the latents", lambda: [t2v_cfg()],
               lambda: {"t2v_checkpoints": os.path.join(self.t2v_dir, "checkpoints")},
               self.train_t2v),
@@ -268,6 +276,18 @@ class Job:
             "png": result["png"]}
 
   # -------------------------------------------------------------------------- transformer
+  def cache_outputs(self) -> dict[str, str]:
+    from vidgen.data import cache
+    cfg = stage_config(self.config, "t2v", self.workdir)
+    try:
+      return {"latents": os.path.join(cache.latent_dir(cfg), cache.MANIFEST)}
+    except VidgenError:  # No exported autoencoder yet: nothing cached either.
+      return {"latents": os.path.join(cache.cache_root(cfg.data), "(no autoencoder yet)")}
+
+  def write_cache(self) -> dict:
+    from vidgen.data import cache
+    return cache.write_cache(stage_config(self.config, "t2v", self.workdir))
+
   def train_t2v(self) -> dict:
     from vidgen.train import loop
     cfg = stage_config(self.config, "t2v", self.workdir)

@@ -21,7 +21,7 @@ from vidgen.models import vae as vae_lib
 
 Params = Any
 
-LOSS_DEFAULTS = dict(l1=1.0, grad=1.0, kl=1e-6, adv=0.0, adv_start_step=0,
+LOSS_DEFAULTS = dict(l1=1.0, mse=0.0, grad=1.0, kl=1e-6, adv=0.0, adv_start_step=0,
                      disc_channels=(32, 64, 128))
 
 
@@ -98,10 +98,11 @@ class VAETask:
                                            rngs={"sample": rng})
     recon = recon.astype(jnp.float32)
     l1 = jnp.mean(jnp.abs(recon - x))
+    mse = jnp.mean((recon - x) ** 2)
     grad = gradient_l1(recon, x)
     kl = vae_lib.kl_divergence(mean, logvar)
-    loss = w["l1"] * l1 + w["grad"] * grad + w["kl"] * kl
-    metrics = {"l1": l1, "grad_l1": grad, "kl": kl, "psnr": psnr_pm1(recon, x),
+    loss = w["l1"] * l1 + w["mse"] * mse + w["grad"] * grad + w["kl"] * kl
+    metrics = {"l1": l1, "mse": mse, "grad_l1": grad, "kl": kl, "psnr": psnr_pm1(recon, x),
                "latent_std": jnp.std(mean)}
     if self.disc is not None:
       step = batch.get("step", step)
