@@ -241,7 +241,7 @@ def test_tiny_model_loss_falls_on_fixed_batch(tmp_path):
 
 
 def test_adversarial_terms_update_only_their_side():
-  config = micro_config(l1=0.0, grad=0.0, kl=0.0, adv=1.0, disc_channels=(4, 8))
+  config = micro_config(l1=0.0, mse=0.0, grad=0.0, kl=0.0, adv=1.0, disc_channels=(4, 8))
   task = vae_task.VAETask(config)
   batch = {"video": jnp.asarray(shapes_video(5, 16, 16, n=1, seed=5))}
   params = jax.jit(lambda r: nn.meta.unbox(task.init(r, batch)))(jax.random.key(0))
@@ -266,6 +266,23 @@ def test_adversarial_terms_update_only_their_side():
   _, m = jax.eval_shape(lambda p: vae_task.VAETask(warm).loss(p, batch, jax.random.key(0),
                                                                 step=jnp.int32(3)), params)
   assert m["adv_on"].shape == ()
+
+
+def test_trainer_switches_the_adversarial_term_on_at_its_step():
+  from vidgen.train import state as state_lib
+  from vidgen.train import step as step_lib
+  config = micro_config(adv=0.1, adv_start_step=2, disc_channels=(4, 8))
+  task = vae_task.VAETask(config)
+  batch = {"video": jnp.asarray(shapes_video(5, 16, 16, n=1, seed=5))}
+  tx = optax.adam(1e-3)
+  shapes = {"video": jax.ShapeDtypeStruct(batch["video"].shape, batch["video"].dtype)}
+  state = state_lib.init_fn(task, tx, shapes, ema=False, seed=0)
+  train_step = jax.jit(step_lib.make_train_step(task, tx, optax.constant_schedule(1e-3)))
+  gates = []
+  for _ in range(4):
+    state, metrics = train_step(state, batch)
+    gates.append(float(metrics["train/adv_on"]))
+  assert gates == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_recon_metrics():

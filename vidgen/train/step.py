@@ -1,6 +1,7 @@
 """The pure train step: accumulate grads over micro-batches, AdamW, EMA, non-finite skip."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import jax
@@ -34,26 +35,33 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: optax
                     microbatches: int = 1, ema_decay: float = 0.0,
                     mesh: Mesh | None = None) -> Callable[[TrainState, Any],
                                                          tuple[TrainState, dict]]:
-  """Returns train_step(state, batch) -> (state, metrics); pure, for jax.jit."""
+  """Returns train_step(state, batch) -> (state, metrics); pure, for jax.jit.
 
-  def loss_and_grads(params, batch, rng):
-    (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
+  A task whose `loss` takes a `step` keyword (a schedule inside the loss, e.g. the VAE's
+  adversarial warm-up) gets the state's step."""
+  takes_step = "step" in inspect.signature(task.loss).parameters
+
+  def loss_and_grads(params, batch, rng, step):
+    kw = {"step": step} if takes_step else {}
+    (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng,
+                                                                         **kw)
     return loss, metrics, grads
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     step_rng = jax.random.fold_in(state.rng, state.step)
     if microbatches == 1:
-      loss, metrics, grads = loss_and_grads(state.params, batch, step_rng)
+      loss, metrics, grads = loss_and_grads(state.params, batch, step_rng, state.step)
     else:
       micro = split_microbatches(batch, microbatches, mesh)
 
       def body(carry, xs):
         i, mb = xs
-        loss, metrics, grads = loss_and_grads(state.params, mb, jax.random.fold_in(step_rng, i))
+        loss, metrics, grads = loss_and_grads(state.params, mb, jax.random.fold_in(step_rng, i),
+                                              state.step)
         return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
 
       zeros = jax.eval_shape(loss_and_grads, state.params,
-                             jax.tree.map(lambda x: x[0], micro), step_rng)
+                             jax.tree.map(lambda x: x[0], micro), step_rng, state.step)
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32 if jnp.issubdtype(
           s.dtype, jnp.floating) else s.dtype), zeros)
       zeros = (zeros[0], zeros[1], jax.tree.map(jnp.zeros_like, state.params))

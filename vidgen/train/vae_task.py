@@ -89,8 +89,8 @@ class VAETask:
 
   def loss(self, params: Params, batch: Mapping[str, jax.Array], rng: jax.Array,
            step: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """Returns (loss, metrics). The adversarial warm-up needs the step: `step=` or
-    `batch["step"]` (the trainer's loss call passes neither yet; see adv_start_step)."""
+    """Returns (loss, metrics). The adversarial warm-up needs the step: `step=` (the trainer
+    passes it, vidgen.train.step) or `batch["step"]`."""
     params = nn.meta.unbox(params)
     w = self.losses
     x = to_float_video(batch["video"])
