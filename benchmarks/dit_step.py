@@ -18,7 +18,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -42,16 +41,9 @@ def count_all(latent_shape, text_len: int) -> None:
 
 
 def bench(variant: str, args) -> None:
-  c = ml_collections.ConfigDict()
-  c.task = "t2v"
-  c.data = ml_collections.ConfigDict(dict(tokenizer=dict(vocab_size=args.vocab)))
-  c.model = t2v_task.get_model_config(variant)
-  c.model.dtype = args.dtype
-  c.model.attention = args.attention
-  c.model.remat = args.remat
-  c.model.latent = "cached"
-  c.model.latent_channels = args.latent[-1]
-  task = t2v_task.T2VTask(c)
+  task = t2v_task.T2VTask(t2v_task.cached_latent_config(
+      variant, args.latent[-1], args.vocab, dtype=args.dtype, attention=args.attention,
+      remat=args.remat))
   rng = np.random.default_rng(0)
   b = args.batch
   batch = dict(latents=rng.standard_normal((b,) + args.latent).astype(np.float32),

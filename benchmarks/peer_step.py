@@ -112,22 +112,13 @@ class JaxSide:
   def __init__(self, variant: str, grid, args, *, with_text_encoder: bool):
     import flax.linen as nn
     import jax
-    import jax.numpy as jnp
-    import ml_collections
     import numpy as np
     import optax
     from vidgen.train import t2v_task
     self.jax = jax
-    c = ml_collections.ConfigDict()
-    c.task = "t2v"
-    c.data = ml_collections.ConfigDict(dict(tokenizer=dict(vocab_size=args.vocab)))
-    c.model = t2v_task.get_model_config(variant)
-    c.model.dtype = args.dtype
-    c.model.attention = args.attention
-    c.model.latent = "cached"
-    c.model.latent_channels = args.channels
-    c.model.scan_layers = not getattr(args, "no_scan", False)
-    task = t2v_task.T2VTask(c)
+    task = t2v_task.T2VTask(t2v_task.cached_latent_config(
+        variant, args.channels, args.vocab, dtype=args.dtype, attention=args.attention,
+        scan_layers=not getattr(args, "no_scan", False)))
     rng = np.random.default_rng(0)
     b, L = args.batch, args.text_len
     batch = dict(latents=rng.standard_normal((b, *grid, args.channels)).astype(np.float32),

@@ -129,6 +129,50 @@ def reference_attention(q: Array, k: Array, v: Array, *, mask: Optional[Array] =
   return jnp.einsum("bnqk,bknh->bqnh", probs, v.astype(jnp.float32)).astype(q.dtype)
 
 
+def _pad_keys_to_blocks(q: Array, k: Array, v: Array, q_segment_ids: Optional[Array],
+                        kv_segment_ids: Optional[Array], kv_mask: Optional[Array],
+                        block_size: int) -> tuple:
+  """Keys padded to whole blocks for the block-scanning paths.
+
+  Returns (k, v, q_seg, kv_seg, valid, block, pad, masked): segment ids default to one
+  segment, padded keys are invalid, and `masked` says whether any key can be hidden.
+  """
+  b, tq = q.shape[:2]
+  tk = k.shape[1]
+  block = min(block_size, tk)
+  pad = -(-tk // block) * block - tk
+  masked = q_segment_ids is not None or kv_mask is not None or pad > 0
+  valid = jnp.ones((b, tk), bool) if kv_mask is None else kv_mask.astype(bool)
+  kv_seg = jnp.zeros((b, tk), jnp.int32) if kv_segment_ids is None else kv_segment_ids
+  q_seg = jnp.zeros((b, tq), jnp.int32) if q_segment_ids is None else q_segment_ids
+  if pad:
+    k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    valid = jnp.pad(valid, ((0, 0), (0, pad)))
+    kv_seg = jnp.pad(kv_seg, ((0, 0), (0, pad)))
+  return k, v, q_seg, kv_seg, valid, block, pad, masked
+
+
+def _online_softmax_init(b: int, n: int, tq: int, h: int) -> tuple[Array, Array, Array]:
+  """(acc [B, N, Tq, H], running max [B, N, Tq], normaliser [B, N, Tq]) before any key."""
+  return (jnp.zeros((b, n, tq, h), jnp.float32), jnp.full((b, n, tq), -jnp.inf, jnp.float32),
+          jnp.zeros((b, n, tq), jnp.float32))
+
+
+def _online_softmax_update(carry: tuple, s: Array, v_block: Array) -> tuple[Array, Array, Array]:
+  """Folds one key block into the online softmax: scores s [B, N, Tq, K] (f32, -inf where
+  hidden) and values [B, K, N, H]. A query with no visible key so far keeps p = 0."""
+  acc, m, l = carry
+  m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+  m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+  p = jnp.exp(s - m_safe[..., None])  # exp(-inf) = 0 for hidden keys.
+  correction = jnp.exp(jnp.where(jnp.isfinite(m), m - m_safe, -jnp.inf))
+  l = l * correction + jnp.sum(p, axis=-1)
+  acc = acc * correction[..., None] + jnp.einsum("bnqk,bknh->bnqh", p,
+                                                 v_block.astype(jnp.float32))
+  return acc, m_new, l
+
+
 def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional[Array] = None,
                         kv_segment_ids: Optional[Array] = None, kv_mask: Optional[Array] = None,
                         bias: Optional[Array] = None, scale: float,
@@ -140,21 +184,11 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
   recomputes the block scores instead of storing all of them.
   """
   b, tq, n, h = q.shape
-  tk = k.shape[1]
-  block = min(block_size, tk)
-  n_blocks = -(-tk // block)
-  pad = n_blocks * block - tk
-  masked = q_segment_ids is not None or kv_mask is not None or pad > 0
-  valid = jnp.ones((b, tk), bool) if kv_mask is None else kv_mask.astype(bool)
-  kv_seg = jnp.zeros((b, tk), jnp.int32) if kv_segment_ids is None else kv_segment_ids
-  q_seg = jnp.zeros((b, tq), jnp.int32) if q_segment_ids is None else q_segment_ids
-  if pad:
-    k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    valid = jnp.pad(valid, ((0, 0), (0, pad)))
-    kv_seg = jnp.pad(kv_seg, ((0, 0), (0, pad)))
-    if bias is not None:
-      bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, pad)))
+  k, v, q_seg, kv_seg, valid, block, pad, masked = _pad_keys_to_blocks(
+      q, k, v, q_segment_ids, kv_segment_ids, kv_mask, block_size)
+  n_blocks = k.shape[1] // block
+  if pad and bias is not None:
+    bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, pad)))
 
   def split(x, axis):  # [..., n_blocks * block, ...] -> [n_blocks, ..., block, ...]
     x = x.reshape(x.shape[:axis] + (n_blocks, block) + x.shape[axis + 1:])
@@ -167,7 +201,6 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
 
   @jax.checkpoint
   def body(carry, blk):
-    acc, m, l = carry  # [B, N, Tq, H], [B, N, Tq], [B, N, Tq]
     s = jnp.einsum("bqnh,bknh->bnqk", qf, blk["k"].astype(jnp.float32))
     if "bias" in blk:
       s = s + blk["bias"].astype(jnp.float32)
@@ -176,21 +209,10 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
       # predicate broadcast over heads, and XLA kept that for every block (a [blocks, B, N,
       # Tq, block] bool: the O(Tq x Tk) buffer this function exists to avoid). The additive
       # mask has no head axis; with nothing to mask (one clip a row) it is skipped entirely.
-      visible = (q_seg[:, None, :, None] == blk["seg"][:, None, None, :]) & \
-          blk["valid"][:, None, None, :]
-      s = s + jnp.where(visible, 0.0, -jnp.inf)
-    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-    p = jnp.exp(s - m_safe[..., None])  # exp(-inf) = 0 for hidden keys.
-    correction = jnp.exp(jnp.where(jnp.isfinite(m), m - m_safe, -jnp.inf))
-    l = l * correction + jnp.sum(p, axis=-1)
-    acc = acc * correction[..., None] + jnp.einsum("bnqk,bknh->bnqh", p,
-                                                   blk["v"].astype(jnp.float32))
-    return (acc, m_new, l), None
+      s = s + _block_mask_bias(q_seg, blk["seg"], blk["valid"])
+    return _online_softmax_update(carry, s, blk["v"]), None
 
-  init = (jnp.zeros((b, n, tq, h), jnp.float32), jnp.full((b, n, tq), -jnp.inf, jnp.float32),
-          jnp.zeros((b, n, tq), jnp.float32))
-  (acc, _, l), _ = jax.lax.scan(body, init, xs)
+  (acc, _, l), _ = jax.lax.scan(body, _online_softmax_init(b, n, tq, h), xs)
   out = acc / jnp.where(l > 0, l, 1.0)[..., None]  # No visible key: zeros.
   return jnp.transpose(out, (0, 2, 1, 3)).astype(q.dtype)
 
@@ -211,24 +233,9 @@ def flash_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional[Arr
   """
   if (q_segment_ids is None) != (kv_segment_ids is None):
     raise ValueError("pass both q_segment_ids and kv_segment_ids, or neither")
-  b, tq, _, _ = q.shape
-  tk = k.shape[1]
-  block = min(block_size, tk)
-  n_blocks = -(-tk // block)
-  pad = n_blocks * block - tk
-  masked = q_segment_ids is not None or kv_mask is not None or pad > 0
-  if masked:
-    valid = jnp.ones((b, tk), bool) if kv_mask is None else kv_mask.astype(bool)
-    kv_seg = jnp.zeros((b, tk), jnp.int32) if kv_segment_ids is None else kv_segment_ids
-    q_seg = jnp.zeros((b, tq), jnp.int32) if q_segment_ids is None else q_segment_ids
-    if pad:
-      k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
-      v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
-      valid = jnp.pad(valid, ((0, 0), (0, pad)))
-      kv_seg = jnp.pad(kv_seg, ((0, 0), (0, pad)))
-    masks = (q_seg.astype(jnp.int32), kv_seg.astype(jnp.int32), valid)
-  else:
-    masks = ()
+  k, v, q_seg, kv_seg, valid, block, _, masked = _pad_keys_to_blocks(
+      q, k, v, q_segment_ids, kv_segment_ids, kv_mask, block_size)
+  masks = (q_seg.astype(jnp.int32), kv_seg.astype(jnp.int32), valid) if masked else ()
   return _flash(float(scale), block, q, k, v, *masks)
 
 
@@ -238,7 +245,7 @@ def _flash_blocks(x: Array, block: int) -> Array:
   return jnp.moveaxis(x, 1, 0)
 
 
-def _flash_bias(q_seg: Array, kv_seg_blk: Array, valid_blk: Array) -> Array:
+def _block_mask_bias(q_seg: Array, kv_seg_blk: Array, valid_blk: Array) -> Array:
   """Additive mask [B, 1, Tq, block]: 0 where visible, -inf where not (no head axis)."""
   visible = (q_seg[:, None, :, None] == kv_seg_blk[:, None, None, :]) & \
       valid_blk[:, None, None, :]
@@ -257,22 +264,13 @@ def _flash_fwd(scale: float, block: int, q, k, v, *masks):
   qs = q.astype(jnp.float32) * scale
 
   def body(carry, blk):
-    acc, m, l = carry  # [B, N, Tq, H], [B, N, Tq], [B, N, Tq]
     s = jnp.einsum("bqnh,bknh->bnqk", qs, blk["k"].astype(jnp.float32))
     if masks:
-      s = s + _flash_bias(masks[0], blk["seg"], blk["valid"])
-    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # All hidden so far: p = 0.
-    p = jnp.exp(s - m_safe[..., None])
-    correction = jnp.exp(m - m_safe)  # exp(-inf) = 0 before the first visible key.
-    l = l * correction + jnp.sum(p, axis=-1)
-    acc = acc * correction[..., None] + jnp.einsum("bnqk,bknh->bnqh", p,
-                                                   blk["v"].astype(jnp.float32))
-    return (acc, m_new, l), None
+      s = s + _block_mask_bias(masks[0], blk["seg"], blk["valid"])
+    return _online_softmax_update(carry, s, blk["v"]), None
 
-  init = (jnp.zeros((b, n, tq, h), jnp.float32), jnp.full((b, n, tq), -jnp.inf, jnp.float32),
-          jnp.zeros((b, n, tq), jnp.float32))
-  (acc, m, l), _ = jax.lax.scan(body, init, _flash_scan_inputs(k, v, masks, block))
+  (acc, m, l), _ = jax.lax.scan(body, _online_softmax_init(b, n, tq, h),
+                                _flash_scan_inputs(k, v, masks, block))
   seen = l > 0
   out = acc / jnp.where(seen, l, 1.0)[..., None]  # No visible key: zeros.
   # L = +inf where no key is visible, so the backward pass's P = exp(s - L) is 0 there.
@@ -291,7 +289,7 @@ def _flash_bwd(scale: float, block: int, res, g):
     kb, vb = blk["k"].astype(jnp.float32), blk["v"].astype(jnp.float32)
     s = jnp.einsum("bqnh,bknh->bnqk", qs, kb)
     if masks:
-      s = s + _flash_bias(masks[0], blk["seg"], blk["valid"])
+      s = s + _block_mask_bias(masks[0], blk["seg"], blk["valid"])
     p = jnp.exp(s - lse[..., None])
     dv = jnp.einsum("bnqk,bqnh->bknh", p, do)
     ds = p * (jnp.einsum("bqnh,bknh->bnqk", do, vb) - d[..., None])

@@ -74,6 +74,21 @@ def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   return c
 
 
+def cached_latent_config(variant: str, latent_channels: int, vocab_size: int,
+                         **model: Any) -> ml_collections.ConfigDict:
+  """The smallest config a T2VTask builds from: `variant` over cached latents of
+  `latent_channels`, a jointly trained text encoder over `vocab_size` pieces, and `model`
+  overrides (dtype, attention, remat, ...); no dataset (benchmarks, tests)."""
+  c = ml_collections.ConfigDict()
+  c.task = "t2v"
+  c.data = ml_collections.ConfigDict(dict(tokenizer=dict(vocab_size=vocab_size)))
+  c.model = get_model_config(variant)
+  c.model.latent = "cached"
+  c.model.latent_channels = latent_channels
+  c.model.update(model)
+  return c
+
+
 def dit_param_count(model: dit_lib.DiT, latent_shape: tuple[int, ...], text_dim: int,
                     text_len: int = 8) -> int:
   """Parameters of a DiT via jax.eval_shape (nothing is allocated)."""
