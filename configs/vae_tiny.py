@@ -42,8 +42,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   # Reconstruction: L1 and/or MSE. On the Shapes World the tiny variant learns objects
-  # faster with MSE (17.7 vs 15.4 dB after ~250 steps, docs/benchmarks.md); L1 settles on the
-  # flat background first.
+  # faster with MSE (17.4 vs 15.4 dB at step 200, docs/benchmarks.md); L1 settles on the flat
+  # background first.
   config.loss.l1 = 0.0 if arg == "tiny" else 1.0
   config.loss.mse = 1.0 if arg == "tiny" else 0.0
   config.loss.grad = 1.0

@@ -453,7 +453,8 @@ def export_params(task: Any, params: Any, out_dir: str, *, dtype: str = "f32",
   video_buckets = [b for b in buckets if b[0] > 1] or buckets or [(17, 32, 32)]
   frames, height, width = (int(v) for v in video_buckets[0][:3])
   d = m.diffusion
-  pipeline = {"latent": "pixel" if vae is None else "vae", "frames": frames, "height": height, "width": width,
+  pipeline = {"latent": "pixel" if vae is None else "vae", "frames": frames, "height": height,
+              "width": width,
               "fps": float(config.data.world.fps) if "world" in config.data else 8.0,
               "text_max_len": int(config.data.tokenizer.max_len),
               "shift": float(d.shift) if d.shift > 0 else None,

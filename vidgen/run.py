@@ -3,11 +3,11 @@
 The main job, stage by stage: build the dataset, train the tokenizer, train the autoencoder,
 export it with its latent statistics (and its reconstruction scores), encode the training clips
 once (the `cache` stage, when `t2v.model.latent` is "cached", the default), train the
-transformer on those latents, export the bundle, evaluate it with the Shapes World oracle, and write samples in
-every mode. The config is checked before any work. Every stage is resumable: the trainers
-continue from their checkpoints, and `DIR/run_state.json` records finished stages, which a
-second run skips when their outputs are still there and their settings are unchanged (a stage
-that runs again makes every later stage run again). The end: `DIR/summary.json`.
+transformer on those latents, export the bundle, evaluate it with the Shapes World oracle, and
+write samples in every mode. The config is checked before any work. Every stage is resumable:
+the trainers continue from their checkpoints, and `DIR/run_state.json` records finished stages,
+which a second run skips when their outputs are still there and their settings are unchanged (a
+stage that runs again makes every later stage run again). The end: `DIR/summary.json`.
 """
 from __future__ import annotations
 
