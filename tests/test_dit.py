@@ -133,7 +133,10 @@ def test_scan_and_remat_match_the_plain_loop(small):
 
   ref_loss, ref_grad = loss_and_grad(loop, params)
   stacked, stacked_grad = _stack_blocks(params, 2), _stack_blocks(ref_grad, 2)
-  variants = [(dict(scan_layers=True, remat="none"), stacked, stacked_grad),
+  # scan_unroll: one layer per scan iteration, or all of them (the CPU default, 0) - the
+  # same stacked params either way.
+  variants = [(dict(scan_layers=True, remat="none", scan_unroll=1), stacked, stacked_grad),
+              (dict(scan_layers=True, remat="none", scan_unroll=0), stacked, stacked_grad),
               (dict(scan_layers=True, remat="nothing_saveable"), stacked, stacked_grad)]
   for kw, p, want_grad in variants:
     model = dit_lib.DiT(**SMALL, **kw)
@@ -142,6 +145,10 @@ def test_scan_and_remat_match_the_plain_loop(small):
       boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), x, t, text, mask))
       names = boxed["params"]["blocks"]["self_attention"]["q"]["kernel"].names
       assert names == ("layers", "embed", "heads", "kv")
+    if kw.get("scan_unroll") is not None:  # 0 on CPU: both layers in one iteration.
+      jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, x, t, text, mask))(p)
+      unroll = [e.params["unroll"] for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+      assert unroll == [kw["scan_unroll"] or 2], (kw, unroll)
     l, g = loss_and_grad(model, p)
     assert float(l) == pytest.approx(float(ref_loss), rel=1e-5, abs=1e-5), kw
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-3), g,

@@ -167,10 +167,21 @@ def test_evaluate_t2v_scores_generated_beside_reference_rows(tmp_path):
   def frozen(prompts, seed):  # The first frame held: must score as the static reference.
     return np.stack([np.repeat(c["video"][:1], spec.frames, axis=0) for c in clips])
 
+  seen = []
+
+  def background_only(videos):  # An autoencoder that loses every object.
+    seen.append(videos.shape)
+    return np.repeat(np.repeat(videos[:, :, :1, :1], 32, axis=2), 32, axis=3)
+
   sections, _, _ = commands.evaluate_t2v(frozen, spec, num_prompts=6, with_fvd=False,
-                                         n_boot=50)
+                                         n_boot=50, reconstruct=background_only)
   rows = {r["row"]: r for r in sections[title]}
   assert rows["generated"]["moves"]["accuracy"] == rows["static"]["moves"]["accuracy"]
+  # The autoencoder row scores the reconstructions of the prompts' own real clips.
+  assert seen == [(6, 9, 32, 32, 3)]
+  assert rows["autoencoder"]["color"]["accuracy"] == 0.0
+  assert rows["autoencoder"]["background"]["accuracy"] == 1.0
+  assert rows["real"]["color"]["accuracy"] == 1.0
 
   paths = report.write_report(str(tmp_path), sections, grid, extra=extra)
   doc = json.loads(open(paths["json"]).read())

@@ -368,7 +368,7 @@ def build_components(bundle: Bundle, dtype: str | None = None, mesh: Any = None,
       height=int(settings.get("height", 32)), width=int(settings.get("width", 32)), fps=fps,
       shift=float(shift) if shift else None,
       shift_base_tokens=int(settings.get("shift_base_tokens", 256)),
-      shift_base=float(settings.get("shift_base", 1.0)), mesh=mesh,
+      shift_base=float(settings.get("shift_base", 1.0)), mesh=mesh, latent=latent,
       params={"dit": dit_params, "text": text_params,
               **({"vae": vae_params} if latent == "vae" else {})})
 

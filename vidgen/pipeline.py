@@ -65,6 +65,7 @@ class Components:
   shift: float | None = None  # None: resolution-dependent, as in training:
   shift_base_tokens: int = 256  # shift = shift_base * sqrt(latent tokens / shift_base_tokens)
   shift_base: float = 1.0
+  latent: str = "vae"  # "vae": latents of an autoencoder; "pixel": the video itself.
   mesh: Any = None  # The jax Mesh the params are sharded over (None: one device).
   params: dict[str, Any] | None = None  # Every placed param tree by component (inspection).
 
@@ -315,6 +316,10 @@ class Pipeline:
     """latents [B, F, ...] -> uint8 [B, 1 + tf (F - 1), H, W, 3], one sample at a time."""
     return np.concatenate([to_uint8(self.c.decode_latents(latents[i:i + 1]))
                            for i in range(latents.shape[0])])
+
+  def reconstruct(self, videos: np.ndarray) -> np.ndarray:
+    """uint8 [B, T, H, W, 3] (T = 1 + tf k) through the autoencoder and back, one at a time."""
+    return np.concatenate([self.decode(self.encode(v)) for v in np.asarray(videos)])
 
   # ------------------------------------------------------------------------- the sampler
   def _sample(self, text: tuple, shape: Sequence[int], cond: sampling.Condition | None, *,

@@ -75,6 +75,12 @@ def stage_config(config: ml_collections.ConfigDict, stage: str,
   return out
 
 
+def trained_frames(buckets: Any, weights: Any) -> list[int]:
+  """Frame counts of the buckets a trainer draws from (an empty weight list: all of them)."""
+  weights = list(weights) or [1.0] * len(buckets)
+  return [int(b[0]) for b, w in zip(buckets, weights) if w > 0] or [0]
+
+
 def _check(ok: bool, message: str) -> None:
   if not ok:
     raise VidgenError(f"bad run config: {message}")
@@ -125,6 +131,13 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
         vae_lib.latent_shape(bucket[0], bucket[1], bucket[2], vae_config)
       except (VidgenError, ValueError) as e:
         raise VidgenError(f"bad run config: t2v.buckets {tuple(bucket)}: {e}") from None
+    vae_frames = max(trained_frames(config.vae.buckets, config.vae.bucket_weights))
+    t2v_frames = max(b[0] for b in t2v.buckets)
+    _check(t2v_frames <= vae_frames,
+           f"t2v.buckets hold {t2v_frames}-frame clips but the autoencoder trains on at most "
+           f"{vae_frames} frames (vae.buckets with a weight > 0): the latents of later frames "
+           f"would be ones it never learned to encode or decode. Add a vae bucket of "
+           f"{t2v_frames} frames")
   for split in config.eval.splits:
     _check(split in world.SPLITS, f"eval.splits: unknown split {split!r}; choose from "
            f"{', '.join(world.SPLITS)}")
@@ -368,7 +381,8 @@ class Job:
                                                sampler=e.sampler, batch_size=e.batch_size)
       sections, clips, extra = commands.evaluate_t2v(
           _counting(generate, bar), spec, split=split, num_prompts=e.num_prompts,
-          seeds=e.seeds, world_seed=self.config.data.world.seed, with_fvd=e.fvd)
+          seeds=e.seeds, world_seed=self.config.data.world.seed, with_fvd=e.fvd,
+          reconstruct=commands.autoencoder_fn(pipe))
       bar.close()
       extra.update(sampler=e.sampler, steps=e.steps, guidance=e.guidance)
       out = os.path.join(self.eval_dir, split)

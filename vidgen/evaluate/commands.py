@@ -39,13 +39,18 @@ from vidgen.evaluate import report
 
 # generate(prompts, seed) -> uint8 [len(prompts), T, H, W, 3]
 GenerateFn = Callable[[Sequence[str], int], np.ndarray]
+# reconstruct(uint8 [N, T, H, W, 3]) -> the same clips through the autoencoder, uint8
+ReconstructFn = Callable[[np.ndarray], np.ndarray]
+AUTOENCODER_ROW = "autoencoder"
 ORACLE_TITLE = "Shapes World oracle: accuracy [95% CI]"
 FVD_TITLE = "FVD / KVD (I3D, Kinetics-400)"
 NOTES = {
     ORACLE_TITLE: "Share of clips with each attribute right (bootstrap 95% interval); n/a where "
                   "no clip has the attribute. Reference rows: real = the real clips of the "
                   "same prompts (ceiling), shuffled = real clips against another clip's "
-                  "caption (chance), static = the first real frame held (no motion).",
+                  "caption (chance), static = the first real frame held (no motion), "
+                  "autoencoder = the real clips encoded and decoded by the model's "
+                  "autoencoder (the ceiling of a latent model).",
     FVD_TITLE: "Against N disjoint real clips of the same split. The real-vs-real row is the "
                "prompts' own real clips against that reference: what a perfect generator "
                "scores at this N (FVD is biased at small N; compare rows, not across N).",
@@ -103,6 +108,11 @@ def pipeline_generate_fn(pipe: Any, spec: VideoSpec, *, steps: int, guidance: fl
   return generate
 
 
+def autoencoder_fn(pipe: Any) -> ReconstructFn | None:
+  """The pipeline's encode + decode for the oracle's autoencoder row (None: a pixel model)."""
+  return pipe.reconstruct if pipe.c.latent == "vae" else None
+
+
 def fit_spec_to_pipeline(pipe: Any, spec: VideoSpec) -> VideoSpec:
   """The sizes the pipeline will really produce (frames 1 + 4k, sizes multiples of a unit)."""
   from vidgen import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
@@ -143,14 +153,19 @@ def generate_all(generate: GenerateFn, prompts: Sequence[str], seeds: int
 
 # ------------------------------------------------------------------------------ scoring
 def oracle_table(generated: Sequence[np.ndarray], clips: Sequence[dict[str, Any]], *,
-                 n_boot: int = 1000) -> list[dict[str, Any]]:
-  """Per-attribute accuracy (95% bootstrap CI): generated clips and the reference rows."""
+                 n_boot: int = 1000, reconstruct: ReconstructFn | None = None
+                 ) -> list[dict[str, Any]]:
+  """Per-attribute accuracy (95% bootstrap CI): generated clips and the reference rows; with
+  `reconstruct`, also the autoencoder row (the real clips encoded and decoded)."""
   from vidgen.evaluate import oracle  # pylint: disable=g-import-not-at-top
-  scores = [oracle.score_clip(video[i], clips[i]["metadata"])
-            for video in generated for i in range(len(clips))]
+  score = lambda videos: [oracle.score_clip(v, c["metadata"]) for v, c in zip(videos, clips)]
+  scores = [s for video in generated for s in score(video)]
   rows = {"generated": oracle.summarize(scores, n_boot=n_boot)}
   for name, _ in ORACLE_REFERENCES:
     rows[name] = oracle.summarize(oracle.REFERENCES[name](clips), n_boot=n_boot)
+  if reconstruct is not None:
+    rows[AUTOENCODER_ROW] = oracle.summarize(
+        score(reconstruct(np.stack([c["video"] for c in clips]))), n_boot=n_boot)
   attrs = tuple(oracle.ATTRIBUTES) + ("all_correct",)
   return [{"row": name, **{a: summary[a] for a in attrs}} for name, summary in rows.items()]
 
@@ -193,9 +208,11 @@ def as_table(result: Any) -> list[dict[str, Any]]:
 def evaluate_t2v(generate: GenerateFn, spec: VideoSpec, *, split: str = "heldout",
                  num_prompts: int = 16, seeds: int = 1, world_seed: int = 0,
                  prompts: Sequence[str] | None = None, with_fvd: bool = True,
-                 fvd_batch_size: int = 8, grid: int = 16, n_boot: int = 1000
+                 fvd_batch_size: int = 8, grid: int = 16, n_boot: int = 1000,
+                 reconstruct: ReconstructFn | None = None
                  ) -> tuple[dict[str, list], list[report.Clip], dict[str, Any]]:
-  """Generates, scores and returns (sections, clips for the grid, extra JSON data)."""
+  """Generates, scores and returns (sections, clips for the grid, extra JSON data).
+  `reconstruct` (e.g. Pipeline.reconstruct) adds the oracle's autoencoder row."""
   timing: dict[str, float] = {}
   t0 = time.perf_counter()
   clips = None
@@ -211,7 +228,8 @@ def evaluate_t2v(generate: GenerateFn, spec: VideoSpec, *, split: str = "heldout
   sections: dict[str, list] = {}
   if clips is not None:
     t0 = time.perf_counter()
-    sections[ORACLE_TITLE] = oracle_table(generated, clips, n_boot=n_boot)
+    sections[ORACLE_TITLE] = oracle_table(generated, clips, n_boot=n_boot,
+                                          reconstruct=reconstruct)
     timing["oracle_s"] = time.perf_counter() - t0
     if with_fvd:
       t0 = time.perf_counter()
@@ -431,7 +449,7 @@ def main(argv: Sequence[str]) -> int:
       t2v_sections, t2v_clips, t2v_extra = evaluate_t2v(
           generate, spec, split=args.split, num_prompts=args.num_prompts, seeds=args.seeds,
           world_seed=args.world_seed, prompts=prompts, with_fvd=not args.no_fvd,
-          grid=args.grid)
+          grid=args.grid, reconstruct=autoencoder_fn(pipe))
       label = f"{spec.frames}x{spec.height}x{spec.width}"
       many = len(specs) > 1
       sections.update({f"{k} @ {label}" if many else k: v for k, v in t2v_sections.items()})

@@ -190,11 +190,20 @@ class DiT(nn.Module):
   rope_theta: float = 10000.0
   use_fps: bool = True
   scan_layers: bool = True
+  # Layers per scan iteration; 0: all of them on CPU (straight-line code: inside a loop XLA's
+  # CPU weight-gradient kernels are slow; docs/benchmarks.md), one elsewhere (compile time).
+  scan_unroll: int = 0
   remat: str = "none"
   attention: str = "auto"
   block_size: int = 512
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+  @property
+  def layers_per_iteration(self) -> int:
+    if self.scan_unroll > 0:
+      return min(self.scan_unroll, self.depth)
+    return self.depth if jax.default_backend() == "cpu" else 1
 
   @property
   def patch_dim_out(self) -> int:
@@ -267,6 +276,7 @@ class DiT(nn.Module):
     if self.scan_layers:
       stack = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast,) * len(args), length=self.depth,
+                      unroll=self.layers_per_iteration,
                       metadata_params={nn.PARTITION_NAME: "layers"})
       x, _ = stack(**block_kw, name="blocks")(x, *args)
     else:
