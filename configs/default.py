@@ -4,6 +4,7 @@ oracle evaluation on the heldout split, and samples in every mode.
   vidgen run --workdir=runs/default                                   # the 60-minute default
   vidgen run --workdir=runs/default --config.budget_minutes=180       # a longer CPU recipe
   vidgen run --workdir=/tmp/smoke --config=configs/default.py:smoke   # tiny, for tests
+  vidgen run --workdir=runs/large --config=configs/default.py:large   # 64x64x33, a GPU host
 
 Layout: `data` is the one dataset every stage shares (world size, tokenizer, data_dir; an
 empty data_dir means WORKDIR/data). `vae` and `t2v` are the full stage configs of
@@ -60,8 +61,9 @@ def _stage(name: str, arg: str, buckets: list, weights: list) -> ml_collections.
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  if arg not in ("", "smoke"):
-    raise ValueError(f"unknown arg {arg!r}; use '' (the default recipe) or 'smoke'")
+  if arg not in ("", "smoke", "large"):
+    raise ValueError(f"unknown arg {arg!r}; use '' (the default recipe), 'large' (64x64, 33 "
+                     f"frames, the 30M transformer: for a GPU or TPU host) or 'smoke'")
   smoke = arg == "smoke"
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -123,6 +125,24 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.samples.steps = 30
   c.samples.guidance = 5.0
   c.samples.format = "gif"
+
+  if arg == "large":  # 20 minutes on one accelerator; bfloat16 compute.
+    w.height = w.width = 64
+    w.frames = 33  # -> 9 latent frames of 16 x 16: 576 tokens a clip in 1 x 2 x 2 patches.
+    w.train_size = 16384
+    c.data.buckets = [(33, 64, 64, 8)]
+    c.vae.buckets, c.vae.bucket_weights = [(33, 64, 64, 8), (1, 64, 64, 64)], [3.0, 1.0]
+    c.vae.train.steps = 20000
+    c.t2v = _stage("t2v_tiny", "30M,cached", [(33, 64, 64, 32), (1, 64, 64, 256)], [3.0, 1.0])
+    c.t2v.model.vae.variant = "tiny"
+    c.t2v.model.patch = (1, 2, 2)
+    c.t2v.model.dtype = "bfloat16"
+    c.t2v.train.lr = 3e-4
+    c.t2v.train.steps = 100000
+    c.budget_minutes = 20.0  # Not yet run: no accelerator has been lent to this project.
+    c.budget.vae_share, c.budget.t2v_share = 0.35, 0.5  # Rendering 16k clips takes longer.
+    c.eval.num_prompts = 64
+    c.samples.prompts_per_mode = 4
 
   if smoke:
     w.train_size, w.validation_size, w.test_size, w.heldout_size = 64, 16, 16, 16

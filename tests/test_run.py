@@ -120,6 +120,13 @@ def test_valid_smoke_config_passes():
   run.validate(_resolved(), "/tmp/w")
 
 
+def test_large_recipe_is_valid_on_eight_devices():
+  config = run.resolve(config_lib.load(SMOKE.replace(":smoke", ":large")), "/tmp/w")
+  run.validate(config, "/tmp/w")
+  assert tuple(config.t2v.buckets[0][:3]) == (33, 64, 64)
+  assert config.t2v.model.variant == "30M" and tuple(config.t2v.model.patch) == (1, 2, 2)
+
+
 def test_stage_is_done_only_with_outputs_and_same_settings(tmp_path):
   state = run.RunState(str(tmp_path))
   out = tmp_path / "out.txt"
