@@ -186,17 +186,9 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional
   b, tq, n, h = q.shape
   k, v, q_seg, kv_seg, valid, block, pad, masked = _pad_keys_to_blocks(
       q, k, v, q_segment_ids, kv_segment_ids, kv_mask, block_size)
-  n_blocks = k.shape[1] // block
-  if pad and bias is not None:
-    bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, pad)))
-
-  def split(x, axis):  # [..., n_blocks * block, ...] -> [n_blocks, ..., block, ...]
-    x = x.reshape(x.shape[:axis] + (n_blocks, block) + x.shape[axis + 1:])
-    return jnp.moveaxis(x, axis, 0)
-
-  xs = dict(k=split(k, 1), v=split(v, 1), valid=split(valid, 1), seg=split(kv_seg, 1))
+  xs = _key_block_inputs(k, v, (q_seg, kv_seg, valid) if masked else (), block)
   if bias is not None:
-    xs["bias"] = split(bias, 3)
+    xs["bias"] = _key_blocks(jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, pad))), block, axis=3)
   qf = q.astype(jnp.float32) * scale
 
   @jax.checkpoint
@@ -239,10 +231,10 @@ def flash_attention(q: Array, k: Array, v: Array, *, q_segment_ids: Optional[Arr
   return _flash(float(scale), block, q, k, v, *masks)
 
 
-def _flash_blocks(x: Array, block: int) -> Array:
-  """[B, T, ...] -> [T / block, B, block, ...] (the scan axis first)."""
-  x = x.reshape((x.shape[0], x.shape[1] // block, block) + x.shape[2:])
-  return jnp.moveaxis(x, 1, 0)
+def _key_blocks(x: Array, block: int, axis: int = 1) -> Array:
+  """Keys on `axis`: [..., T, ...] -> [T / block, ..., block, ...] (the scan axis first)."""
+  x = x.reshape(x.shape[:axis] + (x.shape[axis] // block, block) + x.shape[axis + 1:])
+  return jnp.moveaxis(x, axis, 0)
 
 
 def _block_mask_bias(q_seg: Array, kv_seg_blk: Array, valid_blk: Array) -> Array:
@@ -252,10 +244,12 @@ def _block_mask_bias(q_seg: Array, kv_seg_blk: Array, valid_blk: Array) -> Array
   return jnp.where(visible, 0.0, -jnp.inf).astype(jnp.float32)
 
 
-def _flash_scan_inputs(k, v, masks, block):
-  xs = dict(k=_flash_blocks(k, block), v=_flash_blocks(v, block))
+def _key_block_inputs(k, v, masks, block):
+  """The scanned inputs of the block paths: keys, values and (with masks) their segments and
+  validity, each split into key blocks."""
+  xs = dict(k=_key_blocks(k, block), v=_key_blocks(v, block))
   if masks:
-    xs["seg"], xs["valid"] = _flash_blocks(masks[1], block), _flash_blocks(masks[2], block)
+    xs["seg"], xs["valid"] = _key_blocks(masks[1], block), _key_blocks(masks[2], block)
   return xs
 
 
@@ -270,7 +264,7 @@ def _flash_fwd(scale: float, block: int, q, k, v, *masks):
     return _online_softmax_update(carry, s, blk["v"]), None
 
   (acc, m, l), _ = jax.lax.scan(body, _online_softmax_init(b, n, tq, h),
-                                _flash_scan_inputs(k, v, masks, block))
+                                _key_block_inputs(k, v, masks, block))
   seen = l > 0
   out = acc / jnp.where(seen, l, 1.0)[..., None]  # No visible key: zeros.
   # L = +inf where no key is visible, so the backward pass's P = exp(s - L) is 0 there.
@@ -298,7 +292,7 @@ def _flash_bwd(scale: float, block: int, res, g):
     return dq, (dk, dv)
 
   dq, (dk, dv) = jax.lax.scan(body, jnp.zeros(q.shape, jnp.float32),
-                              _flash_scan_inputs(k, v, masks, block))
+                              _key_block_inputs(k, v, masks, block))
   unblock = lambda x: jnp.moveaxis(x, 0, 1).reshape(k.shape)
   mask_grads = tuple(None for _ in masks)  # Integer / boolean inputs: no cotangent.
   return ((dq * scale).astype(q.dtype), unblock(dk).astype(k.dtype),
