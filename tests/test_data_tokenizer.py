@@ -28,6 +28,17 @@ def test_round_trip_padding_and_mask(tmp_path):
   np.testing.assert_array_equal(again.encode(texts, 64)[0], ids)
 
 
+def test_words_of_a_small_caption_vocabulary_stay_whole(tmp_path):
+  """A caption set with few words gets one piece per word (unigram split them into letters
+  and stopped short of vocab_size), so the text encoder reads words, not fragments."""
+  path = tok.train(CAPTIONS * 4, str(tmp_path / "t.model"), vocab_size=128)
+  t = tok.Tokenizer(path)
+  assert t.vocab_size == 128
+  ids, mask = t.encode(CAPTIONS, max_len=64)
+  words = np.array([len(c.split()) for c in CAPTIONS])
+  np.testing.assert_array_equal(mask.sum(1), words + 1)  # Each word one piece, plus EOS.
+
+
 def test_too_small_vocabulary_is_a_clear_error(tmp_path):
   import pytest
   from vidgen.errors import VidgenError

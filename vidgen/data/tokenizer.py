@@ -14,7 +14,7 @@ PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 
 
 def train(captions: Iterable[str], path: str, vocab_size: int) -> str:
-  """Trains a unigram sentencepiece model on captions and writes it to `path`."""
+  """Trains a BPE sentencepiece model on captions and writes it to `path`."""
   model = io.BytesIO()
   captions = [c for c in captions if c.strip()]
   if not captions:
@@ -31,9 +31,13 @@ def train(captions: Iterable[str], path: str, vocab_size: int) -> str:
 
 
 def _train(captions: list[str], model: io.BytesIO, vocab_size: int) -> None:
+  # BPE, not unigram: on a caption set with a small vocabulary (the Shapes World's has 88
+  # words) unigram stopped at 121 pieces whatever vocab_size asked, split "white" into
+  # w|hi|t|e and made captions 51 pieces long on average (half cut at 48); BPE merges up to
+  # vocab_size, keeps every word one piece and averages 24 (docs/benchmarks.md).
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(captions), model_writer=model, vocab_size=vocab_size,
-      model_type="unigram", pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1,
+      model_type="bpe", pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1,
       hard_vocab_limit=False,  # Small caption sets have fewer pieces than vocab_size.
       character_coverage=1.0, normalization_rule_name="nmt_nfkc_cf",  # Case-folded.
       minloglevel=2)
