@@ -34,7 +34,7 @@ def _train(captions: list[str], model: io.BytesIO, vocab_size: int) -> None:
   # BPE, not unigram: on a caption set with a small vocabulary (the Shapes World's has 88
   # words) unigram stopped at 121 pieces whatever vocab_size asked, split "white" into
   # w|hi|t|e and made captions 51 pieces long on average (half cut at 48); BPE merges up to
-  # vocab_size, keeps every word one piece and averages 24 (docs/benchmarks.md).
+  # vocab_size, keeps every word one piece and averages 23 (docs/benchmarks.md).
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(captions), model_writer=model, vocab_size=vocab_size,
       model_type="bpe", pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1,
