@@ -1,14 +1,20 @@
-"""Does a bundle's transformer read direction words? A caption-swap probe with the oracle.
+"""Does a bundle's transformer read direction words? Caption-swap probes: the loss and the oracle.
 
   .venv/bin/python benchmarks/direction_probe.py --bundle=runs/default/bundle
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --clips=128 --strengths=0.6,0.9,1
+  .venv/bin/python benchmarks/direction_probe.py --bundle=B --strengths=   # the loss gap only
 
 Takes the heldout clips (of the first --clips) with one object moving left, right, up or down,
 restyles each (noised to `strength`, then denoised) with its short caption and again with its
 direction words swapped (left <-> right, up <-> down), and counts whose direction the oracle
 measures in the result: the caption's, the input's, or another. A model that reads direction
 words follows the swapped caption at high strength; at strength 1 this is text to video.
-Prints one line per strength and a JSON summary (docs/benchmarks.md, "Session 4").
+
+First, in seconds, the loss gap: with each clip's first latent frame given (image to video)
+and the rest noised to time t, the velocity MSE of the later frames under the true caption,
+the direction-swapped one, and a color-swapped one (a control: colors are known to be read).
+A ratio swapped / true of 1.000 means the words change nothing the model predicts.
+Prints one line per probe and a JSON summary (docs/benchmarks.md, "Session 4" and "Session 5").
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import json
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,15 +38,43 @@ SWAP = dict(OPPOSITE, leftward="rightward", rightward="leftward", upward="downwa
             downward="upward")
 
 
-def swap_directions(caption: str) -> str:
-  return " ".join(SWAP.get(word, word) for word in caption.split(" "))
+COLOR_SWAP = {"red": "green", "green": "red", "blue": "yellow", "yellow": "blue",
+              "cyan": "magenta", "magenta": "cyan", "orange": "white", "white": "orange"}
+
+
+def swap_words(caption: str, table: dict[str, str]) -> str:
+  return " ".join(table.get(word, word) for word in caption.split(" "))
+
+
+def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int) -> dict:
+  """{t: {"true": mse, "direction": ratio, "color": ratio}} over the clips' later frames."""
+  z = jnp.concatenate([pipe.encode(clip["video"]) for clip in clips])  # [N, F, h, w, c]
+  short = [clip["captions"][1] for clip in clips]
+  texts = {"true": short, "direction": [swap_words(c, SWAP) for c in short],
+           "color": [swap_words(c, COLOR_SWAP) for c in short]}
+  texts = {k: pipe.encode_prompts(v)[:2] for k, v in texts.items()}
+  velocity = jax.jit(pipe.c.velocity)
+  eps = jax.random.normal(jax.random.key(seed), z.shape)
+  given = (jnp.arange(z.shape[1]) == 0)[None, :, None, None, None]
+  out = {}
+  for t in times:
+    t_frames = jnp.where(given[:, :, 0, 0, 0], 0.0, t) * jnp.ones(z.shape[:2])
+    x = jnp.where(given, z, (1 - t) * z + t * eps)
+    mse = {k: float(jnp.mean(jnp.square(
+        velocity(pipe.c.velocity_params, x, t_frames, emb, mask) - (eps - z))[:, 1:]))
+        for k, (emb, mask) in texts.items()}
+    out[str(t)] = {"true": round(mse["true"], 4),
+                   "direction": round(mse["direction"] / mse["true"], 4),
+                   "color": round(mse["color"] / mse["true"], 4)}
+  return out
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--bundle", required=True)
   ap.add_argument("--clips", type=int, default=128, help="heldout clips to draw from")
-  ap.add_argument("--strengths", default="0.6,0.9,1.0")
+  ap.add_argument("--strengths", default="0.6,0.9,1.0", help="empty: the loss gap only")
+  ap.add_argument("--gap_times", default="0.3,0.5,0.7,0.9")
   ap.add_argument("--steps", type=int, default=30)
   ap.add_argument("--guidance", type=float, default=5.0)
   ap.add_argument("--seed", type=int, default=0)
@@ -50,14 +86,18 @@ def main() -> None:
   clips = [c for c in commands.world_prompts("heldout", args.clips, spec)
            if len(c["metadata"]["objects"]) == 1
            and c["metadata"]["objects"][0]["direction"] in OPPOSITE]
-  summary = {"bundle": args.bundle, "clips": len(clips), "strengths": {}}
-  for strength in (float(s) for s in args.strengths.split(",")):
+  gap = loss_gap(pipe, clips, [float(t) for t in args.gap_times.split(",")], args.seed)
+  for t, row in gap.items():
+    print(f"loss gap at t={t}: true-caption MSE {row['true']}, direction-swapped x"
+          f"{row['direction']:.4f}, color-swapped x{row['color']:.4f}", flush=True)
+  summary = {"bundle": args.bundle, "clips": len(clips), "loss_gap": gap, "strengths": {}}
+  for strength in (float(s) for s in args.strengths.split(",") if s):
     counts = collections.Counter()
     for clip in clips:
       truth = clip["metadata"]["objects"][0]["direction"]
       short = clip["captions"][1]
       for kind, caption, wanted in (("true", short, truth),
-                                    ("swapped", swap_directions(short), OPPOSITE[truth])):
+                                    ("swapped", swap_words(short, SWAP), OPPOSITE[truth])):
         video = pipe.restyle([caption], clip["video"], strength=strength, steps=args.steps,
                              guidance=args.guidance, seed=args.seed).video
         scored = oracle.score_clip(np.asarray(video)[0], clip["metadata"], details=True)

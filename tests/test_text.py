@@ -139,3 +139,29 @@ def test_variant_sizes():
                      is_leaf=lambda b: hasattr(b, "names"))))
   assert 100e6 < count("t5_v1_1_base") < 120e6
   assert 4.6e9 < count("t5_v1_1_xxl") < 4.9e9
+
+
+def test_scratch_init_attends_broadly():
+  """Trained from scratch (the tiny encoder), T5 starts as HF T5 does: unscaled attention with
+  queries initialised at std (d_model d_kv)^-1/2 and a small position bias, so first-layer
+  logits have unit scale and a token spreads its attention. With unit-variance queries the
+  logits had std sqrt(d_kv) ~ 5.7: near one-hot attention that barely learns."""
+  config = text_lib.get_t5_config("tiny", vocab_size=512)
+  tokens = jax.random.randint(jax.random.key(1), (4, 24), 1, 512)
+  params = jax.tree.map(
+      lambda b: getattr(b, "value", b),
+      text_lib.T5Encoder(config).init(jax.random.key(0), tokens, jnp.ones((4, 24), bool)),
+      is_leaf=lambda b: hasattr(b, "names"))["params"]
+  layer = params["layers_0"]
+  x = params["token_embed"]["embedding"][tokens]
+  h = x / jnp.sqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + 1e-6)
+  q = jnp.einsum("bld,dhk->blhk", h, layer["attention"]["q"]["kernel"])
+  k = jnp.einsum("bld,dhk->blhk", h, layer["attention"]["k"]["kernel"])
+  pos = np.arange(24)
+  buckets = text_lib.relative_position_bucket(pos[None, :] - pos[:, None],
+                                              config.relative_attention_num_buckets,
+                                              config.relative_attention_max_distance)
+  bias = jnp.transpose(layer["relpos_bias"]["embedding"][buckets], (2, 0, 1))
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias
+  assert 0.5 < float(jnp.std(logits)) < 2.0
+  assert float(jnp.mean(jnp.max(jax.nn.softmax(logits, -1), -1))) < 0.5

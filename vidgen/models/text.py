@@ -97,7 +97,9 @@ class RelativePositionBias(nn.Module):
     buckets = relative_position_bucket(pos[None, :] - pos[:, None],
                                        c.relative_attention_num_buckets,
                                        c.relative_attention_max_distance)
-    table = self.param("embedding", layers.logical(nn.initializers.normal(1.0),
+    # T5's initialisation (HF `T5PreTrainedModel._init_weights`) for training from scratch;
+    # pretrained checkpoints overwrite it.
+    table = self.param("embedding", layers.logical(nn.initializers.normal(c.d_model ** -0.5),
                                                    (None, "heads")),
                        (c.relative_attention_num_buckets, c.num_heads), self.param_dtype)
     bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [L, L, heads]
@@ -119,7 +121,7 @@ class T5Layer(nn.Module):
       bias = RelativePositionBias(c, self.param_dtype, name="relpos_bias")(x.shape[1])
     h = layers.RMSNorm(c.layer_norm_epsilon, name="attention_norm", **kw)(x)
     h = layers.MultiHeadAttention(
-        c.num_heads, c.d_kv, scale=1.0, implementation=self.attention,
+        c.num_heads, c.d_kv, scale=1.0, q_scale=1.0 / c.d_kv, implementation=self.attention,
         q_length_axis="text_length", kv_length_axis="text_length", name="attention",
         **kw)(h, kv_mask=mask, bias=bias)
     x = x + h
