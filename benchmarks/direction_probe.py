@@ -4,10 +4,10 @@
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --clips=128 --strengths=0.6,0.9,1
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --strengths=   # the loss gap only
 
-Takes the heldout clips (of the first --clips) with one object moving left, right, up or down,
-restyles each (noised to `strength`, then denoised) with its short caption and again with its
-direction words swapped (left <-> right, up <-> down), and counts whose direction the oracle
-measures in the result: the caption's, the input's, or another. A model that reads direction
+Takes the clips (of the first --clips of --split, default heldout) with one object moving
+left, right, up or down, restyles each (noised to `strength`, then denoised) with its short
+caption and again with its direction words swapped (left <-> right, up <-> down), and counts
+whose direction the oracle measures in the result: the caption's, the input's, or another. A model that reads direction
 words follows the swapped caption at high strength; at strength 1 this is text to video.
 
 First, in seconds, the loss gap: with each clip's first latent frame given (image to video)
@@ -72,7 +72,8 @@ def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int) -> dict
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--bundle", required=True)
-  ap.add_argument("--clips", type=int, default=128, help="heldout clips to draw from")
+  ap.add_argument("--split", default="heldout", help="world split the clips come from")
+  ap.add_argument("--clips", type=int, default=128, help="clips of the split to draw from")
   ap.add_argument("--strengths", default="0.6,0.9,1.0", help="empty: the loss gap only")
   ap.add_argument("--gap_times", default="0.3,0.5,0.7,0.9")
   ap.add_argument("--steps", type=int, default=30)
@@ -83,14 +84,15 @@ def main() -> None:
   pipe = Pipeline.load(args.bundle)
   frames, height, width = pipe.c.frames, pipe.c.height, pipe.c.width
   spec = commands.VideoSpec(frames=frames, height=height, width=width, fps=pipe.c.fps)
-  clips = [c for c in commands.world_prompts("heldout", args.clips, spec)
+  clips = [c for c in commands.world_prompts(args.split, args.clips, spec)
            if len(c["metadata"]["objects"]) == 1
            and c["metadata"]["objects"][0]["direction"] in OPPOSITE]
   gap = loss_gap(pipe, clips, [float(t) for t in args.gap_times.split(",")], args.seed)
   for t, row in gap.items():
     print(f"loss gap at t={t}: true-caption MSE {row['true']}, direction-swapped x"
           f"{row['direction']:.4f}, color-swapped x{row['color']:.4f}", flush=True)
-  summary = {"bundle": args.bundle, "clips": len(clips), "loss_gap": gap, "strengths": {}}
+  summary = {"bundle": args.bundle, "split": args.split, "clips": len(clips), "loss_gap": gap,
+             "strengths": {}}
   for strength in (float(s) for s in args.strengths.split(",") if s):
     counts = collections.Counter()
     for clip in clips:
