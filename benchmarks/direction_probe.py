@@ -7,8 +7,9 @@
 Takes the clips (of the first --clips of --split, default heldout) with one object moving
 left, right, up or down, restyles each (noised to `strength`, then denoised) with its short
 caption and again with its direction words swapped (left <-> right, up <-> down), and counts
-whose direction the oracle measures in the result: the caption's, the input's, or another. A model that reads direction
-words follows the swapped caption at high strength; at strength 1 this is text to video.
+whose direction the oracle measures in the result: the caption's, the input's, or another.
+A model that reads direction words follows the swapped caption at high strength; at strength
+1 this is text to video.
 
 First, in seconds, the loss gap: with each clip's first latent frame given (image to video)
 and the rest noised to time t, the velocity MSE of the later frames under the true caption,
