@@ -90,8 +90,8 @@ def test_temporal_factors(tf, frames, latent):
   x = jax.ShapeDtypeStruct((1, frames, 8, 8, 3), jnp.float32)
   variables = jax.eval_shape(lambda v: model.init({"params": jax.random.key(0),
                                                    "sample": jax.random.key(1)}, v), x)
-  recon_, mean, _ = jax.eval_shape(lambda v, p: model.apply(p, v, rngs={"sample": jax.random.key(0)}),
-                                   x, variables)
+  recon_, mean, _ = jax.eval_shape(
+      lambda v, p: model.apply(p, v, rngs={"sample": jax.random.key(0)}), x, variables)
   assert mean.shape[1] == latent and recon_.shape == x.shape
 
 

@@ -36,7 +36,8 @@ def vae_config_from(config: ml_collections.ConfigDict) -> vae_lib.VAEConfig:
   """The VAEConfig of `config.model`: its variant plus every non-None override."""
   model = config.model
   overrides = {k: v for k, v in model.items()
-               if k not in ("variant", "dtype", "loss") and not isinstance(v, ml_collections.ConfigDict)}
+               if k not in ("variant", "dtype", "loss")
+               and not isinstance(v, ml_collections.ConfigDict)}
   return vae_lib.get_vae_config(model.variant, **overrides)
 
 
