@@ -94,10 +94,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.t2v.model.depth = 4
   c.t2v.train.lr = 6e-4
   # Conditioning modes (none, first, last, first_last, first_k, last_k, random): half the
-  # clips give their first latent frame. Direction words matter most there (where the object
-  # starts is known, the caption says where it goes): at equal steps the caption-swap loss
-  # gap of direction words grew from x1.0001-1.0013 to x1.004-1.008 against the (0.5, 0.15,
-  # ...) default, with held-out oracle scores equal within noise (docs/benchmarks.md).
+  # clips give their first latent frame. Direction words matter most there: where the object
+  # starts is known, so the caption says where it goes. The main job trained so reads them
+  # (swapping them raises its loss 4-10 %; session 3's, on the model default, 0 %), though
+  # its other changes (tokenizer, T5 init) are confounded with this one (docs/benchmarks.md).
   c.t2v.model.diffusion.condition_probs = (0.2, 0.5, 0.05, 0.05, 0.1, 0.05, 0.05)
   c.t2v.train.steps = 20000  # A cap when budget_minutes > 0.
   # At ~7 steps a second, checkpoints every 250 steps and GIFs every 500 cost 3 of the 27
