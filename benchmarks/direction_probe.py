@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vidgen import diffusion  # noqa: E402
 from vidgen.evaluate import commands, oracle  # noqa: E402
 from vidgen.pipeline import Pipeline  # noqa: E402
 
@@ -56,13 +57,14 @@ def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int) -> dict
   texts = {k: pipe.encode_prompts(v)[:2] for k, v in texts.items()}
   velocity = jax.jit(pipe.c.velocity)
   eps = jax.random.normal(jax.random.key(seed), z.shape)
-  given = (jnp.arange(z.shape[1]) == 0)[None, :, None, None, None]
+  given = jnp.broadcast_to(jnp.arange(z.shape[1]) == 0, z.shape[:2])  # The first frame.
+  target = diffusion.velocity_target(z, eps)
   out = {}
   for t in times:
-    t_frames = jnp.where(given[:, :, 0, 0, 0], 0.0, t) * jnp.ones(z.shape[:2])
-    x = jnp.where(given, z, (1 - t) * z + t * eps)
-    mse = {k: float(jnp.mean(jnp.square(
-        velocity(pipe.c.velocity_params, x, t_frames, emb, mask) - (eps - z))[:, 1:]))
+    t_frames = diffusion.frame_timesteps(jnp.full(z.shape[:1], t), given)
+    x = diffusion.add_noise(z, eps, t_frames)
+    mse = {k: float(diffusion.masked_mse(
+        velocity(pipe.c.velocity_params, x, t_frames, emb, mask), target, given))
         for k, (emb, mask) in texts.items()}
     out[str(t)] = {"true": round(mse["true"], 4),
                    "direction": round(mse["direction"] / mse["true"], 4),
