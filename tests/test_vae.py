@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A micro model with the tiny variant's compression (4x time, 4x4 space) and 3-frame time
 # kernels at every level, so causality and streaming are exercised everywhere.
 MICRO = dict(latent_channels=4, encoder_channels=(8, 8, 8), decoder_channels=(8, 8, 8),
-             full_res_kernel_t=3)
+             kernel_t=3, full_res_kernel_t=3)
 
 
 def shapes_video(frames: int, height: int, width: int, n: int = 1, seed: int = 0) -> np.ndarray:
@@ -47,9 +47,12 @@ def to_pm1(video: np.ndarray) -> jax.Array:
   return jnp.asarray(video, jnp.float32) / 127.5 - 1.0
 
 
-@pytest.fixture(scope="module")
-def micro():
-  model = V.VAE(V.get_vae_config("tiny", **MICRO))
+@pytest.fixture(scope="module", params=[3, 1], ids=["kernel_t3", "kernel_t1"])
+def micro(request):
+  """The micro model with 3-frame time kernels everywhere, and with the tiny variant's
+  per-frame residual convolutions (frames mix only in the temporal down/upsampling)."""
+  model = V.VAE(V.get_vae_config("tiny", **{**MICRO, "kernel_t": request.param,
+                                            "full_res_kernel_t": request.param}))
   x = jnp.zeros((1, 5, 16, 16, 3))
   params = jax.jit(lambda r: nn.meta.unbox(model.init({"params": r, "sample": r}, x)["params"])
                    )(jax.random.key(0))
