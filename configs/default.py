@@ -83,7 +83,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # frames only, it decoded the third latent frame of a 9-frame clip at 17-21 dB against
   # 25-28 for the first two (docs/benchmarks.md), and `vidgen run` now refuses that.
   c.vae = _stage("vae_tiny", "tiny", [(9, 32, 32, 3), (1, 32, 32, 16)], [3.0, 1.0])
-  c.vae.train.steps = 4000  # A cap when budget_minutes > 0.
+  c.vae.train.steps = 10000  # A cap when budget_minutes > 0 (27 minutes buy ~6000 steps).
   c.vae.train.checkpoint_every = 250
 
   c.t2v = _stage("t2v_tiny", "tiny,cached", [(9, 32, 32, 16), (1, 32, 32, 64)], [3.0, 1.0])
