@@ -31,7 +31,8 @@ from vidgen.data.config import get_config as get_data_config
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Prompts for the sample grid (text modes): held-out color/shape pairs, never seen in
-# training; the video modes take heldout clips as inputs.
+# training; the video modes take heldout clips as inputs (image to video and extend under
+# their own captions).
 SAMPLE_PROMPTS = (
     "a yellow square moves to the right",
     "a blue triangle moves up",

@@ -14,6 +14,7 @@ import pytest
 
 from vidgen import config as config_lib
 from vidgen import run
+from vidgen import world
 from vidgen.errors import VidgenError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,6 +170,14 @@ def test_smoke_run_end_to_end_then_resume(own_tmp):
     samples = json.load(f)
   assert {s["mode"] for s in samples} == set(run.MODES)
   assert all(os.path.getsize(s["path"]) > 0 for s in samples)
+  # Image to video and extend continue heldout clip 0 under its own caption.
+  config = _resolved()
+  w = config.data.world
+  caption = world.generate_clip("heldout", 0, seed=w.seed, height=w.height, width=w.width,
+                                frames=w.frames, fps=w.fps)["captions"][0]
+  prompt = {s["mode"]: s["prompt"] for s in samples}
+  assert prompt["image_to_video"] == prompt["extend"] == caption
+  assert prompt["text_to_video"] == prompt["restyle"] == config.samples.prompts[0] != caption
   stages = summary["stages"]
   assert stages["vae"]["step"] == 4 and stages["t2v"]["step"] == 4
   assert stages["t2v"]["steps_run"] == 4

@@ -31,6 +31,7 @@ STATE_FILE = "run_state.json"
 SUMMARY_FILE = "summary.json"
 MODES = ("text_to_video", "text_to_image", "image_to_video", "extend", "loop", "connect",
          "restyle")
+CAPTIONED_MODES = ("image_to_video", "extend")  # Samples that continue a clip use its caption.
 
 
 # ------------------------------------------------------------------------------ config
@@ -407,8 +408,10 @@ class Job:
     written = []
     bar = _bar(len(s.modes) * len(prompts), "samples", "video")
     for mode in s.modes:
-      for i, prompt in enumerate(prompts):
-        gen = _generate(pipe, mode, prompt, inputs[i], inputs[i + 1], s, seed=i)
+      for i, text in enumerate(prompts):
+        prompt = inputs[i]["captions"][0] if mode in CAPTIONED_MODES else text
+        gen = _generate(pipe, mode, prompt, inputs[i]["video"], inputs[i + 1]["video"], s,
+                        seed=i)
         path = os.path.join(self.samples_dir, f"{mode}_{i:02d}.{s.format}")
         sample_lib.write_video(path, gen.video[0], gen.fps)
         written.append({"mode": mode, "prompt": prompt, "path": path,
@@ -440,10 +443,10 @@ def _generate(pipe: Any, mode: str, prompt: str, clip: Any, clip2: Any,
   return pipe.restyle([prompt], clip, **kw)
 
 
-def _heldout_clips(n: int, w: ml_collections.ConfigDict, frames: int) -> list:
+def _heldout_clips(n: int, w: ml_collections.ConfigDict, frames: int) -> list[dict]:
   from vidgen import world
   return [world.generate_clip("heldout", i, seed=w.seed, height=w.height, width=w.width,
-                              frames=frames, fps=w.fps)["video"] for i in range(n)]
+                              frames=frames, fps=w.fps) for i in range(n)]
 
 
 def _latest_step(workdir: str) -> int:
