@@ -14,6 +14,7 @@ from vidgen.data import config as data_config
 from vidgen.data.tokenizer import Tokenizer
 from vidgen.errors import VidgenError
 from vidgen.models import text as text_lib
+from vidgen.evaluate import val_loss
 from vidgen.train import t2v_task
 from test_data_helpers import tiny_shapes_config
 from test_t2v_task import export_random_vae
@@ -188,6 +189,24 @@ def test_train_steps_on_cached_batches(setup, tmp_path):
   real = loader.map(first)
   assert {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in spec.items()} == {
       k: (v.shape, v.dtype) for k, v in real.items()}
+
+
+def test_val_loss_reads_the_cache_like_the_trainer(setup):
+  """The trainer's validation loss (train.eval_every) on a cached config: cached latents and
+  text embeddings, the same numbers as encoding on the fly."""
+  config, _ = setup
+  task = t2v_task.T2VTask(config)
+  live, live_task = on_the_fly(config)
+  first = next(cache.make_eval_iterator(config, process_index=0, process_count=1))
+  params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), first))
+  rows = val_loss.val_loss(task, params, config, timesteps=(0.3, 0.7))
+  ref = val_loss.val_loss(live_task, params, live, timesteps=(0.3, 0.7))
+  assert rows[-1]["bucket"] == "all" and rows[-1]["clips"] == 6
+  assert [r["bucket"] for r in rows] == ["3x4x4", "1x4x4", "all"]  # Latent shapes.
+  assert len(rows) == len(ref)
+  for got, want in zip(rows, ref):
+    assert got["clips"] == want["clips"]
+    assert got["mean"] == pytest.approx(want["mean"], rel=1e-3)
 
 
 def test_cache_command_and_missing_cache(setup, tmp_path, capsys):

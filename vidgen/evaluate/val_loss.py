@@ -65,9 +65,11 @@ def make_eval_fn(task: Any, timesteps: Sequence[float] = TIMESTEPS) -> EvalFn:
 
 
 def eval_batches(config: Any, split: str) -> Iterable[Mapping[str, np.ndarray]]:
-  """The split's eval batches (vidgen.data.pipeline.make_eval_iterator), this process only."""
-  from vidgen.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.make_eval_iterator(config, process_index=0, process_count=1, split=split)
+  """The split's eval batches, this process only: cached latents / text embeddings where the
+  trainer reads them (vidgen.data.cache), else the plain pipeline's video and tokens."""
+  from vidgen.data import cache, pipeline  # pylint: disable=g-import-not-at-top
+  source = cache if cache.uses_cache(config) else pipeline
+  return source.make_eval_iterator(config, process_index=0, process_count=1, split=split)
 
 
 def val_loss(task: Any, params: Any, config: Any, *, split: str = "validation",
@@ -78,7 +80,8 @@ def val_loss(task: Any, params: Any, config: Any, *, split: str = "validation",
 
   batches: an iterable of batches instead of the split's eval iterator (tests); clips with
   `valid` False are left out. eval_fn: a `make_eval_fn(task, timesteps)` to reuse (its
-  compiled programs survive between calls). Returns rows {"bucket": "TxHxW", "clips": n,
+  compiled programs survive between calls). Returns rows {"bucket": "TxHxW" (of the video, or
+  of the latents for cached batches), "clips": n,
   "t=0.10": mse, ..., "mean": mean over t}, buckets in order of appearance, "all" last.
   """
   timesteps = tuple(float(t) for t in timesteps)
