@@ -115,6 +115,22 @@ def test_text_padding_does_not_change_output_and_text_matters(small):
   np.testing.assert_allclose(out3[1], out[1], atol=1e-6)
 
 
+def test_position_embedding_tells_identical_tokens_apart(small):
+  """RoPE gives only offsets: on a video whose every token is the same, every token's output
+  is the same. With pos_embed the tokens know where they are, with the same params."""
+  model, params = small
+  x, t, text, mask = _video_inputs()
+  x = jnp.ones_like(x)
+  t = jnp.full_like(t, 0.5)
+  for pos_embed in (False, True):
+    m = dit_lib.DiT(**SMALL, scan_layers=False, pos_embed=pos_embed)
+    tokens = np.asarray(dit_lib.patchify(jax.jit(m.apply)(params, x, t, text, mask), m.patch))
+    spread = float(np.abs(tokens - tokens[:, :1]).max())
+    assert spread > 1e-2 if pos_embed else spread < 1e-5
+  e = np.asarray(dit_lib.position_embedding(jnp.asarray(dit_lib.grid_positions((3, 4, 4))), 32))
+  assert e.shape == (48, 32) and len({tuple(r) for r in e.round(5)}) == 48
+
+
 def _stack_blocks(loop_params, depth):
   p = dict(loop_params)
   blocks = [p.pop(f"block_{i}") for i in range(depth)]

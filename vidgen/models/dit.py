@@ -1,7 +1,8 @@
 """The diffusion transformer: denoises spacetime patches of latent video, conditioned on text.
 
 Latent video [B, T, H, W, C] is cut into pt x ph x pw spacetime patches (tokens in t, h, w
-order), embedded, and run through `depth` blocks of
+order), embedded (plus, with `pos_embed`, a fixed sin-cos table of each token's (t, h, w)),
+and run through `depth` blocks of
   adaLN(x) -> self-attention over all spacetime tokens (3D RoPE, QK RMS-norm, segment ids)
   -> cross-attention to the text tokens (text padding mask) -> adaLN(x) -> MLP,
 with adaLN-Zero modulation (shift, scale, gate) from the timestep and frame-rate embedding.
@@ -99,6 +100,19 @@ def rope_3d(positions: Array, head_dim: int, theta: float = 10000.0) -> tuple[Ar
   return jnp.cos(angle), jnp.sin(angle)
 
 
+def position_embedding(positions: Array, dim: int, max_period: float = 10000.0) -> Array:
+  """Fixed sin-cos embedding of integer (t, h, w) positions [B, N, 3] -> [B, N, dim] f32.
+
+  Each axis gets a third of the channels (t the remainder), as in DiT's 2D table. Added to
+  the patch embeddings it tells every token where it is; RoPE alone gives only offsets.
+  """
+  per = 2 * ((dim // 3) // 2)
+  sizes = (dim - 2 * per, per, per)
+  parts = [timestep_embedding(positions[..., axis], n, max_period, scale=1.0)
+           for axis, n in enumerate(sizes) if n]
+  return jnp.concatenate(parts, axis=-1)
+
+
 def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0,
                        scale: float = 1000.0) -> Array:
   """Sinusoidal embedding of t in [0, 1] (times `scale`) -> [..., dim] f32."""
@@ -189,6 +203,7 @@ class DiT(nn.Module):
   qk_norm: bool = True
   rope_theta: float = 10000.0
   use_fps: bool = True
+  pos_embed: bool = False  # Also add `position_embedding` to the tokens (besides RoPE).
   scan_layers: bool = True
   # Layers per scan iteration; 0: all of them on CPU (straight-line code: inside a loop XLA's
   # CPU weight-gradient kernels are slow; docs/benchmarks.md), one elsewhere (compile time).
@@ -224,6 +239,8 @@ class DiT(nn.Module):
     d = self.width
     x = layers.DenseGeneral(d, ("patch", "embed"), use_bias=True, name="patch_embed",
                             **kw)(patches.astype(self.dtype))
+    if self.pos_embed:
+      x = x + position_embedding(positions, d).astype(x.dtype)
     x = layers.constrain(x, ("batch", "length", "embed"))
 
     # Conditioning vector c [B, M, D] (M = N tokens or 1) from timestep and frame rate.
