@@ -13,8 +13,8 @@ from vidgen.data import cache, commands, pipeline
 from vidgen.data import config as data_config
 from vidgen.data.tokenizer import Tokenizer
 from vidgen.errors import VidgenError
-from vidgen.models import text as text_lib
 from vidgen.evaluate import val_loss
+from vidgen.models import text as text_lib
 from vidgen.train import t2v_task
 from test_data_helpers import tiny_shapes_config
 from test_t2v_task import export_random_vae

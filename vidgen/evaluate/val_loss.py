@@ -80,9 +80,9 @@ def val_loss(task: Any, params: Any, config: Any, *, split: str = "validation",
 
   batches: an iterable of batches instead of the split's eval iterator (tests); clips with
   `valid` False are left out. eval_fn: a `make_eval_fn(task, timesteps)` to reuse (its
-  compiled programs survive between calls). Returns rows {"bucket": "TxHxW" (of the video, or
-  of the latents for cached batches), "clips": n,
-  "t=0.10": mse, ..., "mean": mean over t}, buckets in order of appearance, "all" last.
+  compiled programs survive between calls). Returns rows {"bucket": "TxHxW" (of the video,
+  or of the latents for cached batches), "clips": n, "t=0.10": mse, ..., "mean": mean over
+  t}, buckets in order of appearance, "all" last.
   """
   timesteps = tuple(float(t) for t in timesteps)
   if not timesteps:
