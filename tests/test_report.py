@@ -140,7 +140,7 @@ def test_log_scalars_to_tensorboard(tmp_path):
 
 
 def test_evaluate_t2v_scores_generated_beside_reference_rows(tmp_path):
-  from vidgen.evaluate import commands
+  from vidgen.evaluate import commands, oracle
   spec = commands.VideoSpec(frames=9, height=32, width=32, fps=8.0)
   clips = commands.world_prompts("heldout", 6, spec)
   calls = []
@@ -155,11 +155,18 @@ def test_evaluate_t2v_scores_generated_beside_reference_rows(tmp_path):
   assert calls == [0, 1]
   (title, table), = sections.items()
   rows = {r["row"]: r for r in table}
-  assert list(rows) == ["generated", "real", "shuffled", "static"]
+  groups = [f"generated: {oracle.scene_group(c['metadata'])}" for c in clips]
+  assert list(rows) == (["generated"] + [g for g in rows if g in groups]
+                        + ["real", "shuffled", "static"])
+  assert set(groups) == {r for r in rows if r.startswith("generated: ")}
   for attr, cell in rows["generated"].items():
     if attr != "row":
       assert cell["accuracy"] == rows["real"][attr]["accuracy"], attr
       assert cell["n"] == 2 * rows["real"][attr]["n"], attr  # Two seeds per prompt.
+      # The scene rows split the same clips: their counts add up to the whole.
+      assert sum(rows[g][attr]["n"] for g in set(groups)) == cell["n"], attr
+  for group in set(groups):  # Two seeds: each of the group's prompts counted twice.
+    assert rows[group]["count"]["n"] == 2 * groups.count(group)
   assert rows["real"]["all_correct"]["accuracy"] > rows["shuffled"]["all_correct"]["accuracy"]
   assert len(grid) == 4 and len(grid[0][1]) == 2
   np.testing.assert_array_equal(grid[3][2], clips[3]["video"])

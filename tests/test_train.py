@@ -167,6 +167,29 @@ def test_ema_and_lr_in_step():
   np.testing.assert_allclose(state.ema_params["w"], 0.5 * 1.0 + 0.5 * new_w, rtol=1e-6)
 
 
+def test_ema_warmup_forgets_the_initial_params():
+  t = _config(ema_decay=0.999, warmup_steps=0, lr=0.1).train
+  tx, schedule = opt_lib.make_optimizer(t)
+  batch = {"x": jnp.ones((4, 3)), "y": jnp.zeros((4, 2))}
+  ema_w = {}
+  for warmup in (False, True):
+    step = jax.jit(step_lib.make_train_step(_Quadratic(), tx, schedule, ema_decay=0.999,
+                                            ema_warmup=warmup))
+    state = _quadratic_state(tx).replace(ema_params={"w": jnp.ones((3, 2)),
+                                                     "bias": jnp.zeros((2,))})
+    for _ in range(200):
+      state, _ = step(state, batch)
+    ema_w[warmup] = np.asarray(state.ema_params["w"])
+  w = np.asarray(state.params["w"])  # Both runs train the same params; only the EMA differs.
+  # Fixed decay: 0.999 ** 200 = 82 % of the average is still the initial w = 1.
+  assert np.abs(ema_w[False] - 1.0).max() < 0.25 * np.abs(w - 1.0).max()
+  # Warm-up: decay (1 + s) / (10 + s) early, so the average follows the recent params.
+  assert np.abs(ema_w[True] - w).max() < 0.2 * np.abs(w - 1.0).max()
+  assert float(step_lib.ema_decay_at(jnp.int32(0), 0.999, True)) == pytest.approx(0.1)
+  assert float(step_lib.ema_decay_at(jnp.int32(10 ** 6), 0.999, True)) == pytest.approx(0.999)
+  assert float(step_lib.ema_decay_at(jnp.int32(0), 0.999, False)) == pytest.approx(0.999)
+
+
 def test_decay_mask_by_name():
   params = {"proj_in": {"kernel": 1, "bias": 2}, "norm": {"scale": 3},
             "text_embed": {"embedding": 4}, "up": {"kernel": 5}}

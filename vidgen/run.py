@@ -492,9 +492,10 @@ def _oracle_rows(rows: dict) -> dict:
 
 def _format_oracle(split: str, rows: dict) -> str:
   lines = [f"oracle on {split}:"]
+  pad = max(map(len, rows), default=0)
   for name, attrs in rows.items():
     cells = [f"{a} {v[0]:.2f}" for a, v in attrs.items() if v[0] is not None]
-    lines.append(f"  {name:<10} " + "  ".join(cells))
+    lines.append(f"  {name:<{pad}} " + "  ".join(cells))
   return "\n".join(lines)
 
 

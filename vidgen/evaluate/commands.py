@@ -46,11 +46,13 @@ ORACLE_TITLE = "Shapes World oracle: accuracy [95% CI]"
 FVD_TITLE = "FVD / KVD (I3D, Kinetics-400)"
 NOTES = {
     ORACLE_TITLE: "Share of clips with each attribute right (bootstrap 95% interval); n/a where "
-                  "no clip has the attribute. Reference rows: real = the real clips of the "
-                  "same prompts (ceiling), shuffled = real clips against another clip's "
-                  "caption (chance), static = the first real frame held (no motion), "
-                  "autoencoder = the real clips encoded and decoded by the model's "
-                  "autoencoder (the ceiling of a latent model).",
+                  "no clip has the attribute. The 'generated: ...' rows split the generated "
+                  "clips by scene (one large object, one small object, two objects). "
+                  "Reference rows: real = the real clips of the same prompts (ceiling), "
+                  "shuffled = real clips against another clip's caption (chance), static = "
+                  "the first real frame held (no motion), autoencoder = the real clips "
+                  "encoded and decoded by the model's autoencoder (the ceiling of a latent "
+                  "model).",
     FVD_TITLE: "Against N disjoint real clips of the same split. The real-vs-real row is the "
                "prompts' own real clips against that reference: what a perfect generator "
                "scores at this N (FVD is biased at small N; compare rows, not across N).",
@@ -155,12 +157,18 @@ def generate_all(generate: GenerateFn, prompts: Sequence[str], seeds: int
 def oracle_table(generated: Sequence[np.ndarray], clips: Sequence[dict[str, Any]], *,
                  n_boot: int = 1000, reconstruct: ReconstructFn | None = None
                  ) -> list[dict[str, Any]]:
-  """Per-attribute accuracy (95% bootstrap CI): generated clips and the reference rows; with
-  `reconstruct`, also the autoencoder row (the real clips encoded and decoded)."""
+  """Per-attribute accuracy (95% bootstrap CI): generated clips, then the same clips by scene
+  group (oracle.SCENE_GROUPS), and the reference rows; with `reconstruct`, also the
+  autoencoder row (the real clips encoded and decoded)."""
   from vidgen.evaluate import oracle  # pylint: disable=g-import-not-at-top
   score = lambda videos: [oracle.score_clip(v, c["metadata"]) for v, c in zip(videos, clips)]
   scores = [s for video in generated for s in score(video)]
   rows = {"generated": oracle.summarize(scores, n_boot=n_boot)}
+  groups = [oracle.scene_group(c["metadata"]) for c in clips] * len(generated)
+  for group in oracle.SCENE_GROUPS:
+    if group in groups:
+      rows[f"generated: {group}"] = oracle.summarize(
+          [s for s, g in zip(scores, groups) if g == group], n_boot=n_boot)
   for name, _ in ORACLE_REFERENCES:
     rows[name] = oracle.summarize(oracle.REFERENCES[name](clips), n_boot=n_boot)
   if reconstruct is not None:

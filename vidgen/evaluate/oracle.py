@@ -520,6 +520,19 @@ def summarize(results: Sequence[dict[str, Any]], *, n_boot: int = 1000, seed: in
   return out
 
 
+# Scene groups for the breakdown rows of a report: a clip-level score hides that one large
+# object is far easier to draw than one small object or two (docs/benchmarks.md).
+SCENE_GROUPS = ("one large object", "one small object", "two objects")
+
+
+def scene_group(meta: dict[str, Any]) -> str:
+  """Which of SCENE_GROUPS a clip's metadata falls in."""
+  objects = meta["objects"]
+  if len(objects) > 1:
+    return SCENE_GROUPS[2]
+  return SCENE_GROUPS[0] if objects[0]["size"] == "large" else SCENE_GROUPS[1]
+
+
 def real_clips(split: str, n: int, *, seed: int, height: int, width: int, frames: int,
                fps: float) -> list[dict[str, Any]]:
   """The first n clips of a Shapes World split."""

@@ -75,7 +75,8 @@ def compile_report(config: Any, task: Any = None, shapes: dict | None = None, *,
                                                   rules)
   step = step_lib.jit_train_step(
       step_lib.make_train_step(task, tx, schedule, microbatches=config.train.microbatches,
-                               ema_decay=config.train.ema_decay, mesh=mesh), shardings, mesh)
+                               ema_decay=config.train.ema_decay,
+                               ema_warmup=config.train.ema_warmup, mesh=mesh), shardings, mesh)
   target = state_lib.with_shardings(abstract, shardings)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   with shd.use(mesh, rules) if mesh_context else nn.logical_axis_rules(rules):

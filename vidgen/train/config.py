@@ -53,6 +53,7 @@ def get_train_config() -> ml_collections.ConfigDict:
   c.no_decay_names = ("bias", "scale", "norm", "embedding")
   c.grad_clip_norm = 1.0  # 0 disables clipping
   c.ema_decay = 0.999  # 0 disables EMA
+  c.ema_warmup = True  # decay min(ema_decay, (1 + step) / (10 + step)): vidgen.train.step
   c.log_every = 10
   c.checkpoint_every = 500
   c.keep = 3  # keep the last K checkpoints ...

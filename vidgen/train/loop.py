@@ -135,7 +135,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, task: Any = None,
                                             rules)
   step_fn = step_lib.jit_train_step(
       step_lib.make_train_step(task, tx, schedule, microbatches=t.microbatches,
-                               ema_decay=t.ema_decay, mesh=mesh), shardings, mesh)
+                               ema_decay=t.ema_decay, ema_warmup=t.ema_warmup, mesh=mesh),
+      shardings, mesh)
 
   step = int(jax.device_get(state.step))
   writer = metrics_lib.Writer(workdir, enabled=pi == 0)

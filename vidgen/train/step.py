@@ -31,8 +31,18 @@ def split_microbatches(batch: Mapping[str, jax.Array], n: int,
   return {k: split(v) for k, v in batch.items()}
 
 
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+  """The EMA decay used at `step`: `decay`, or with warm-up min(decay, (1 + step) / (10 + step))
+  (diffusers' EMAModel default), so the average forgets the initial params within a few
+  hundred steps instead of keeping decay**step of them (13 % after 2000 steps at 0.999)."""
+  if not warmup:
+    return jnp.float32(decay)
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+
+
 def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    microbatches: int = 1, ema_decay: float = 0.0,
+                    microbatches: int = 1, ema_decay: float = 0.0, ema_warmup: bool = False,
                     mesh: Mesh | None = None) -> Callable[[TrainState, Any],
                                                          tuple[TrainState, dict]]:
   """Returns train_step(state, batch) -> (state, metrics); pure, for jax.jit.
@@ -73,7 +83,8 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: optax
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     if ema_decay > 0:
-      new_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+      decay = ema_decay_at(state.step, ema_decay, ema_warmup)
+      new_ema = jax.tree.map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype),
                              state.ema_params, new_params)
     else:
       new_ema = state.ema_params
