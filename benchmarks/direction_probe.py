@@ -3,6 +3,8 @@
   .venv/bin/python benchmarks/direction_probe.py --bundle=runs/default/bundle
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --clips=128 --strengths=0.6,0.9,1
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --strengths=   # the loss gap only
+  .venv/bin/python benchmarks/direction_probe.py --bundle=B --strengths= --frames=1 \
+      --given=none --split=test --caption=0 --all_clips    # text to image, every scene
 
 Takes the clips (of the first --clips of --split, default heldout) with one object moving
 left, right, up or down, restyles each (noised to `strength`, then denoised) with its short
@@ -11,11 +13,15 @@ whose direction the oracle measures in the result: the caption's, the input's, o
 A model that reads direction words follows the swapped caption at high strength; at strength
 1 this is text to video.
 
-First, in seconds, the loss gap: with each clip's first latent frame given (image to video)
-and the rest noised to time t, the velocity MSE of the later frames under the true caption,
-the direction-swapped one, and a color-swapped one (a control: colors are known to be read).
-A ratio swapped / true of 1.000 means the words change nothing the model predicts.
-Prints one line per probe and a JSON summary (docs/benchmarks.md, "Session 4" and "Session 5").
+First, in seconds, the loss gap: with each clip's first latent frame given (image to video;
+`--given=none`: nothing given, text to video or, with `--frames=1`, text to image) and the
+rest noised to time t, the velocity MSE of the generated frames under the true caption, the
+direction-swapped one, a color-swapped one (a control: colors are known to be read) and a
+shape-swapped one (circle <-> square, triangle <-> cross). A ratio swapped / true of 1.000
+means the words change nothing the model predicts. `--all_clips` takes every clip for the
+gap, not just the one-object ones moving left, right, up or down.
+Prints one line per probe and a JSON summary (docs/benchmarks.md, "Session 4", "Session 5"
+and "Session 10").
 """
 from __future__ import annotations
 
@@ -42,22 +48,26 @@ SWAP = dict(OPPOSITE, leftward="rightward", rightward="leftward", upward="downwa
 
 COLOR_SWAP = {"red": "green", "green": "red", "blue": "yellow", "yellow": "blue",
               "cyan": "magenta", "magenta": "cyan", "orange": "white", "white": "orange"}
+SHAPE_SWAP = {"circle": "square", "square": "circle", "triangle": "cross", "cross": "triangle"}
+TABLES = {"direction": SWAP, "color": COLOR_SWAP, "shape": SHAPE_SWAP}
 
 
 def swap_words(caption: str, table: dict[str, str]) -> str:
   return " ".join(table.get(word, word) for word in caption.split(" "))
 
 
-def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int) -> dict:
-  """{t: {"true": mse, "direction": ratio, "color": ratio}} over the clips' later frames."""
+def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int, *,
+             given_first: bool = True, caption: int = 1) -> dict:
+  """{t: {"true": mse, "direction" | "color" | "shape": ratio}} over the generated frames
+  (all, or those after the given first one), under each clip's captions[caption]."""
   z = jnp.concatenate([pipe.encode(clip["video"]) for clip in clips])  # [N, F, h, w, c]
-  short = [clip["captions"][1] for clip in clips]
-  texts = {"true": short, "direction": [swap_words(c, SWAP) for c in short],
-           "color": [swap_words(c, COLOR_SWAP) for c in short]}
+  true = [clip["captions"][caption] for clip in clips]
+  texts = {"true": true, **{k: [swap_words(c, table) for c in true]
+                            for k, table in TABLES.items()}}
   texts = {k: pipe.encode_prompts(v)[:2] for k, v in texts.items()}
   velocity = jax.jit(pipe.c.velocity)
   eps = jax.random.normal(jax.random.key(seed), z.shape)
-  given = jnp.broadcast_to(jnp.arange(z.shape[1]) == 0, z.shape[:2])  # The first frame.
+  given = jnp.broadcast_to((jnp.arange(z.shape[1]) == 0) & given_first, z.shape[:2])
   target = diffusion.velocity_target(z, eps)
   out = {}
   for t in times:
@@ -67,8 +77,7 @@ def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int) -> dict
         velocity(pipe.c.velocity_params, x, t_frames, emb, mask), target, given))
         for k, (emb, mask) in texts.items()}
     out[str(t)] = {"true": round(mse["true"], 4),
-                   "direction": round(mse["direction"] / mse["true"], 4),
-                   "color": round(mse["color"] / mse["true"], 4)}
+                   **{k: round(mse[k] / mse["true"], 4) for k in TABLES}}
   return out
 
 
@@ -82,19 +91,27 @@ def main() -> None:
   ap.add_argument("--steps", type=int, default=30)
   ap.add_argument("--guidance", type=float, default=5.0)
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--frames", type=int, default=0, help="0: the bundle's; 1: images")
+  ap.add_argument("--given", choices=("first", "none"), default="first",
+                  help="loss gap: the first latent frame given, or nothing")
+  ap.add_argument("--caption", type=int, default=1, help="caption index (0 detailed, 1 short)")
+  ap.add_argument("--all_clips", action="store_true", help="loss gap over every clip")
   args = ap.parse_args()
 
   pipe = Pipeline.load(args.bundle)
-  frames, height, width = pipe.c.frames, pipe.c.height, pipe.c.width
+  frames, height, width = args.frames or pipe.c.frames, pipe.c.height, pipe.c.width
   spec = commands.VideoSpec(frames=frames, height=height, width=width, fps=pipe.c.fps)
-  clips = [c for c in commands.world_prompts(args.split, args.clips, spec)
-           if len(c["metadata"]["objects"]) == 1
+  every = commands.world_prompts(args.split, args.clips, spec)
+  clips = [c for c in every if len(c["metadata"]["objects"]) == 1
            and c["metadata"]["objects"][0]["direction"] in OPPOSITE]
-  gap = loss_gap(pipe, clips, [float(t) for t in args.gap_times.split(",")], args.seed)
+  gap = loss_gap(pipe, every if args.all_clips else clips,
+                 [float(t) for t in args.gap_times.split(",")], args.seed,
+                 given_first=args.given == "first", caption=args.caption)
   for t, row in gap.items():
-    print(f"loss gap at t={t}: true-caption MSE {row['true']}, direction-swapped x"
-          f"{row['direction']:.4f}, color-swapped x{row['color']:.4f}", flush=True)
-  summary = {"bundle": args.bundle, "split": args.split, "clips": len(clips), "loss_gap": gap,
+    print(f"loss gap at t={t}: true-caption MSE {row['true']}, "
+          + ", ".join(f"{k}-swapped x{row[k]:.4f}" for k in TABLES), flush=True)
+  summary = {"bundle": args.bundle, "split": args.split,
+             "clips": len(every if args.all_clips else clips), "loss_gap": gap,
              "strengths": {}}
   for strength in (float(s) for s in args.strengths.split(",") if s):
     counts = collections.Counter()
