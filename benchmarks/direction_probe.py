@@ -104,14 +104,14 @@ def main() -> None:
   every = commands.world_prompts(args.split, args.clips, spec)
   clips = [c for c in every if len(c["metadata"]["objects"]) == 1
            and c["metadata"]["objects"][0]["direction"] in OPPOSITE]
-  gap = loss_gap(pipe, every if args.all_clips else clips,
-                 [float(t) for t in args.gap_times.split(",")], args.seed,
+  gap_clips = every if args.all_clips else clips
+  gap = loss_gap(pipe, gap_clips, [float(t) for t in args.gap_times.split(",")], args.seed,
                  given_first=args.given == "first", caption=args.caption)
   for t, row in gap.items():
     print(f"loss gap at t={t}: true-caption MSE {row['true']}, "
           + ", ".join(f"{k}-swapped x{row[k]:.4f}" for k in TABLES), flush=True)
   summary = {"bundle": args.bundle, "split": args.split,
-             "clips": len(every if args.all_clips else clips), "loss_gap": gap,
+             "clips": len(gap_clips), "loss_gap": gap,
              "strengths": {}}
   for strength in (float(s) for s in args.strengths.split(",") if s):
     counts = collections.Counter()
