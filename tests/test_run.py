@@ -10,7 +10,9 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from vidgen import config as config_lib
 from vidgen import run
@@ -108,6 +110,7 @@ def test_stage_configs_share_data_and_point_t2v_at_the_vae_export():
     ("vae.buckets=[(5, 32, 32, 8)]", "autoencoder trains on at most 5"),
     ("eval.splits=('nope',)", "unknown split"),
     ("samples.modes=('dance',)", "unknown mode"),
+    ("samples.scale=0", "samples.scale"),
     ("budget.t2v_share=0.9", "budget"),
     ("data.world.height=8", "at least 16"),
 ])
@@ -178,6 +181,16 @@ def test_smoke_run_end_to_end_then_resume(own_tmp):
   prompt = {s["mode"]: s["prompt"] for s in samples}
   assert prompt["image_to_video"] == prompt["extend"] == caption
   assert prompt["text_to_video"] == prompt["restyle"] == config.samples.prompts[0] != caption
+  # Written samples.scale times larger, each beside the heldout clips it started from.
+  inputs = {s["mode"]: s["inputs"] for s in samples if s["path"].endswith("_00.gif")}
+  assert [len(inputs[m]) for m in run.MODES] == [0, 0, 1, 1, 0, 2, 1]
+  first_frame = lambda path: np.asarray(Image.open(path).convert("RGB"))
+  scale = config.samples.scale
+  assert scale > 1
+  assert first_frame(samples[0]["path"]).shape[:2] == (w.height * scale, w.width * scale)
+  real = world.generate_clip("heldout", 1, seed=w.seed, height=w.height, width=w.width,
+                             frames=w.frames, fps=w.fps)["video"]
+  np.testing.assert_array_equal(first_frame(inputs["connect"][1])[::scale, ::scale], real[0])
   stages = summary["stages"]
   assert stages["vae"]["step"] == 4 and stages["t2v"]["step"] == 4
   assert stages["t2v"]["steps_run"] == 4

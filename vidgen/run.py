@@ -25,13 +25,13 @@ import ml_collections
 
 from vidgen import config as config_lib
 from vidgen.errors import VidgenError
+from vidgen.sample import MODES
 
 DEFAULT_CONFIG = "configs/default.py"
 STATE_FILE = "run_state.json"
 SUMMARY_FILE = "summary.json"
-MODES = ("text_to_video", "text_to_image", "image_to_video", "extend", "loop", "connect",
-         "restyle")
 CAPTIONED_MODES = ("image_to_video", "extend")  # Samples that continue a clip use its caption.
+INPUTS = {"image_to_video": 1, "extend": 1, "connect": 2, "restyle": 1}  # Clips a mode takes.
 
 
 # ------------------------------------------------------------------------------ config
@@ -150,6 +150,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
          "samples.prompts must not be empty and samples.prompts_per_mode must be > 0")
   _check(config.samples.format in ("gif", "mp4"), "samples.format must be gif or mp4")
   _check(config.samples.steps > 0, "samples.steps must be > 0")
+  _check(config.samples.scale >= 1, "samples.scale must be >= 1 (1: the generated size)")
 
 
 # ------------------------------------------------------------------------------ state
@@ -405,6 +406,10 @@ class Job:
     pipe = Pipeline.load(self.bundle)
     prompts = list(s.prompts)[:s.prompts_per_mode]
     inputs = _heldout_clips(len(prompts) + 1, w, pipe.c.frames)
+    input_paths = []  # The clips the video modes start from, written beside their results.
+    for i, clip in enumerate(inputs):
+      input_paths.append(os.path.join(self.samples_dir, f"input_{i:02d}.{s.format}"))
+      sample_lib.write_video(input_paths[-1], clip["video"], w.fps, scale=s.scale)
     written = []
     bar = _bar(len(s.modes) * len(prompts), "samples", "video")
     for mode in s.modes:
@@ -413,9 +418,10 @@ class Job:
         gen = _generate(pipe, mode, prompt, inputs[i]["video"], inputs[i + 1]["video"], s,
                         seed=i)
         path = os.path.join(self.samples_dir, f"{mode}_{i:02d}.{s.format}")
-        sample_lib.write_video(path, gen.video[0], gen.fps)
+        sample_lib.write_video(path, gen.video[0], gen.fps, scale=s.scale)
         written.append({"mode": mode, "prompt": prompt, "path": path,
-                        "frames": int(gen.video.shape[1])})
+                        "frames": int(gen.video.shape[1]),
+                        "inputs": input_paths[i:i + INPUTS.get(mode, 0)]})
         bar.update(1)
     bar.close()
     index = os.path.join(self.samples_dir, "index.json")

@@ -1,5 +1,6 @@
 """`vidgen sample`: generate videos from an exported bundle, in any mode.
 
+  vidgen sample --prompt="a red circle moves left" --out=out.gif   (the shipped bundle)
   vidgen sample --bundle=DIR --prompt="a red ball bounces" --out=out.mp4
   vidgen sample --bundle=DIR --mode=image_to_video --image=first.png --prompt=... --out=a.gif
   vidgen sample --bundle=DIR --prompts-file=prompts.txt --out=videos/clip.mp4   (one per line)
@@ -7,6 +8,8 @@
 
 Writes mp4 (H.264) or gif by the --out extension, and a PNG contact sheet of frames beside
 each video (NAME.png). Several prompts write NAME_000.mp4, NAME_001.mp4, ...
+Without --bundle it samples the bundle shipped inside the package (SHIPPED_BUNDLE): the main
+job's result on the Shapes World, 32x32, 9 frames (docs/bundle.md, "The shipped bundle").
 """
 from __future__ import annotations
 
@@ -22,11 +25,13 @@ from vidgen.errors import VidgenError
 
 MODES = ("text_to_video", "text_to_image", "image_to_video", "extend", "loop", "connect",
          "restyle")
+SHIPPED_BUNDLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundles", "default")
 
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="vidgen sample", description="Generate videos from a bundle.")
-  p.add_argument("--bundle", required=True, help="a directory written by `vidgen export`")
+  p.add_argument("--bundle", default=SHIPPED_BUNDLE,
+                 help="a directory written by `vidgen export` (default: the shipped bundle)")
   p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
   p.add_argument("--prompts-file", help="a text file with one prompt per line")
   p.add_argument("--mode", default="text_to_video", choices=MODES)
@@ -143,10 +148,13 @@ def contact_sheet(video: np.ndarray, max_frames: int = 8) -> np.ndarray:
   return sheet
 
 
-def write_video(path: str, video: np.ndarray, fps: float) -> None:
-  """Writes mp4 (padded to even sides for H.264) or gif, plus NAME.png contact sheet."""
+def write_video(path: str, video: np.ndarray, fps: float, scale: int = 1) -> None:
+  """Writes mp4 (padded to even sides for H.264) or gif, plus NAME.png contact sheet; `scale`
+  repeats every pixel (nearest neighbour: a 32x32 clip is too small to look at)."""
   from vidgen.data import video_io
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if scale > 1:
+    video = np.repeat(np.repeat(video, scale, axis=1), scale, axis=2)
   if path.lower().endswith(".mp4"):
     pad_h, pad_w = video.shape[1] % 2, video.shape[2] % 2
     padded = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -176,6 +184,9 @@ def run(args: argparse.Namespace, pipeline=None) -> list[str]:
   if args.batch < 1:
     raise VidgenError("--batch must be at least 1")
   if pipeline is None:
+    if args.bundle == SHIPPED_BUNDLE and not os.path.isdir(SHIPPED_BUNDLE):
+      raise VidgenError(f"no --bundle given and this install has no shipped bundle at "
+                        f"{SHIPPED_BUNDLE}; pass --bundle=DIR (`vidgen export` writes one)")
     pipeline = Pipeline.load(args.bundle, mesh_shape=parse_mesh(args.mesh),
                              devices=select_devices(args.devices), dtype=args.dtype,
                              progress=not args.no_progress,
