@@ -76,6 +76,26 @@ def test_condition_masks(mode):
   assert not np.asarray(one).any()
 
 
+def test_object_weight_weighs_the_object_and_skips_given_frames():
+  # One clip, two latent frames of 4 x 4 x 2: a flat background with a 2 x 2 object.
+  x0 = jnp.zeros((1, 2, 4, 4, 2)).at[:, :, 1:3, 1:3].set(3.0)
+  target = jnp.zeros_like(x0)
+  obj = jnp.zeros_like(x0).at[:, :, 1:3, 1:3].set(1.0)  # An error of 1 on the object only.
+  none = jnp.array([[False, False]])
+  # 8 of 32 latent pixels are object: (1 + w) * 8 / (24 + (1 + w) * 8).
+  np.testing.assert_array_equal(df.object_mask(x0), obj[..., 0] > 0)
+  weight = lambda w: 1.0 + w * df.object_mask(x0)
+  for w, want in [(0.0, 0.25), (4.0, 40 / 64)]:
+    assert float(df.masked_mse(obj, target, none, weight(w))) == pytest.approx(want)
+  assert float(df.masked_mse(1.0 - obj, target, none, weight(4.0))) == pytest.approx(24 / 64)
+  np.testing.assert_allclose(df.masked_mse(obj, target, none, weight(0.0)),
+                             df.masked_mse(obj, target, none))
+  # A given frame is out of the loss, object or not.
+  given = jnp.array([[True, False]])
+  pred = obj.at[:, 0].add(7.0)
+  assert float(df.masked_mse(pred, target, given, weight(4.0))) == pytest.approx(40 / 64)
+
+
 def test_conditioning_frames_clean_and_out_of_loss():
   mask = jnp.array([[True, False, False], [False, False, True]])
   t = df.frame_timesteps(jnp.array([0.6, 0.4]), mask)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vidgen import config as config_lib
+from vidgen import diffusion
 from vidgen.errors import VidgenError
 from vidgen.models import vae as vae_lib
 from vidgen.train import t2v_task, vae_task
@@ -171,3 +172,24 @@ def test_periodic_samples_are_written_and_reproducible(tmp_path):
   other = jax.tree.map(lambda p: p + 0.05, params)
   assert not np.array_equal(task.sample(other, 7, str(tmp_path / "work"))["sample_00"],
                             videos["sample_00"])
+
+
+def test_object_weight_reaches_the_loss():
+  batch = video_batch(seed=4)
+  batch["video"][:] = 0
+  batch["video"][:, :, 4:10, 4:10] = 200  # A flat background and one object.
+  plain = t2v_task.T2VTask(t2v_config())
+  c = t2v_config()
+  c.model.diffusion.object_weight = 4.0
+  weighted = t2v_task.T2VTask(c)
+  params = nn.meta.unbox(jax.jit(plain.init)(jax.random.key(0), batch))
+  rng = jax.random.key(1)
+  p = weighted.prepare(batch, rng)
+  v = weighted.velocity(params, p["x_t"], p["t"], weighted.text(params, p["tokens"],
+                                                                 p["text_mask"]),
+                        p["text_mask"], batch["fps"])
+  want = diffusion.masked_mse(v, p["target"], p["cond_mask"],
+                              1.0 + 4.0 * diffusion.object_mask(p["x0"]))
+  got = float(weighted.loss(params, batch, rng)[0])
+  assert got == pytest.approx(float(want), rel=1e-5)
+  assert abs(got - float(plain.loss(params, batch, rng)[0])) > 1e-3

@@ -118,12 +118,25 @@ def frame_timesteps(t: Array, cond_mask: Array) -> Array:
   return jnp.where(cond_mask, 0.0, jnp.asarray(t, jnp.float32)[:, None])
 
 
-def masked_mse(pred: Array, target: Array, cond_mask: Array) -> Array:
-  """Mean squared error over the generated frames only. pred/target [B, T, ...], mask [B, T]."""
+def masked_mse(pred: Array, target: Array, cond_mask: Array,
+               pixel_weight: Array | None = None) -> Array:
+  """Mean squared error over the generated frames only. pred/target [B, T, ...], mask [B, T];
+  pixel_weight [B, T, H, W] (optional) weighs each latent pixel (a weighted mean)."""
   err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
   weight = _expand(~cond_mask, err.ndim).astype(jnp.float32)
-  per_frame = math.prod(err.shape[2:])
-  return jnp.sum(err * weight) / jnp.maximum(jnp.sum(weight) * per_frame, 1.0)
+  if pixel_weight is not None:
+    weight = weight * pixel_weight.astype(jnp.float32)[..., None]
+  per_element = err.shape[-1] if pixel_weight is not None else math.prod(err.shape[2:])
+  return jnp.sum(err * weight) / jnp.maximum(jnp.sum(weight) * per_element, 1.0)
+
+
+def object_mask(x0: Array) -> Array:
+  """Latent pixels off their frame's flat background (objects, trails, pillars): bool
+  [B, T, H, W] from x0 [B, T, H, W, C], by the squared distance to the per-channel spatial
+  median, above a quarter of the frame's largest."""
+  x0 = x0.astype(jnp.float32)
+  dev = jnp.mean(jnp.square(x0 - jnp.median(x0, axis=(2, 3), keepdims=True)), axis=-1)
+  return dev > 0.25 * jnp.max(dev, axis=(2, 3), keepdims=True)
 
 
 def drop_text(rng: Array, tokens: Array, mask: Array, rate: float) -> tuple[Array, Array, Array]:
