@@ -9,7 +9,6 @@ Everything here is pure and computed in f32.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -123,11 +122,10 @@ def masked_mse(pred: Array, target: Array, cond_mask: Array,
   """Mean squared error over the generated frames only. pred/target [B, T, ...], mask [B, T];
   pixel_weight [B, T, H, W] (optional) weighs each latent pixel (a weighted mean)."""
   err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
-  weight = _expand(~cond_mask, err.ndim).astype(jnp.float32)
+  weight = jnp.broadcast_to(_expand(~cond_mask, err.ndim), err.shape[:-1] + (1,))
   if pixel_weight is not None:
     weight = weight * pixel_weight.astype(jnp.float32)[..., None]
-  per_element = err.shape[-1] if pixel_weight is not None else math.prod(err.shape[2:])
-  return jnp.sum(err * weight) / jnp.maximum(jnp.sum(weight) * per_element, 1.0)
+  return jnp.sum(err * weight) / jnp.maximum(jnp.sum(weight) * err.shape[-1], 1.0)
 
 
 def object_mask(x0: Array) -> Array:
