@@ -27,6 +27,7 @@ import os
 import ml_collections
 
 from vidgen.data.config import get_config as get_data_config
+from vidgen.sample import MODES
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,8 +40,6 @@ SAMPLE_PROMPTS = (
     "a green cross moves down and to the left",
     "a white circle moves left quickly",
 )
-MODES = ("text_to_video", "text_to_image", "image_to_video", "extend", "loop", "connect",
-         "restyle")
 
 
 def _load(name: str, arg: str) -> ml_collections.ConfigDict:
