@@ -100,8 +100,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # its other changes (tokenizer, T5 init) are confounded with this one (docs/benchmarks.md).
   c.t2v.model.diffusion.condition_probs = (0.2, 0.5, 0.05, 0.05, 0.1, 0.05, 0.05)
   # Latent pixels off the flat background (objects, trails, pillar) weigh 1 + 4 in the loss:
-  # on session 11's run this raised heldout color 0.72 -> 0.83 and test 0.55 -> 0.62 at the
-  # same steps; shape and direction did not move (docs/benchmarks.md, session 11).
+  # the main job's heldout color went 0.72 -> 0.88 and test 0.55 -> 0.70 with it; shape and
+  # direction did not move (docs/benchmarks.md, sessions 11 and 12).
   c.t2v.model.diffusion.object_weight = 4.0
   c.t2v.train.steps = 20000  # A cap when budget_minutes > 0.
   # At ~7 steps a second, checkpoints every 250 steps and GIFs every 500 cost 3 of the 27
