@@ -146,6 +146,25 @@ def test_chunked_equals_whole(micro):
     V.encode_chunked(model, params, video, chunk_frames=3)
 
 
+def test_chunked_per_frame_autoencoder():
+  """temporal_factor 1 with 1-frame kernels looks at no other frame: its cache is empty."""
+  model = V.VAE(V.get_vae_config("tiny", **{**MICRO, "temporal_factor": 1, "kernel_t": 1,
+                                            "full_res_kernel_t": 1}))
+  video = shapes_video(5, 16, 16, n=2, seed=4)
+  params = model.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
+                      to_pm1(video))["params"]
+  mean, _ = V.encode(model, params, to_pm1(video))
+  assert mean.shape == (2, 5, 4, 4, 4)
+  mean_c, _ = V.encode_chunked(model, params, video, chunk_frames=2)
+  np.testing.assert_allclose(np.asarray(mean_c), np.asarray(mean), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(V.decode_chunked(model, params, mean)),
+                             np.asarray(V.decode(model, params, mean)), atol=1e-5, rtol=1e-5)
+  # Per frame: frame 2 alone changes latent frame 2 alone.
+  mean2, _ = V.encode(model, params, to_pm1(video).at[:, 2].multiply(-1))
+  changed = np.abs(np.asarray(mean2 - mean)).max(axis=(0, 2, 3, 4))
+  assert changed[2] > 1e-3 and np.all(np.delete(changed, 2) == 0)
+
+
 def test_tiled_close_to_whole(micro):
   model, params = micro
   video = shapes_video(5, 16, 64, seed=2)

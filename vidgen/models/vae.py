@@ -431,14 +431,14 @@ def _encode_step(model: VAE, params: Any, cache: Any, video: jax.Array, continua
   variables = {"params": params, **({"cache": cache} if cache is not None else {})}
   (mean, logvar), state = model.apply(variables, video, continuation, method=VAE.encode,
                                       mutable=["cache"])
-  return mean, logvar, state["cache"]
+  return mean, logvar, state.get("cache", {})  # Empty when no conv looks back in time.
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _decode_step(model: VAE, params: Any, cache: Any, z: jax.Array):
   variables = {"params": params, **({"cache": cache} if cache is not None else {})}
   video, state = model.apply(variables, z, method=VAE.decode, mutable=["cache"])
-  return video, state["cache"]
+  return video, state.get("cache", {})
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
