@@ -289,6 +289,8 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   img.write_bytes(video_io.encode_png(np.zeros((16, 32, 3), np.uint8)))
   cases.append((["--prompt=a", "--mode=image_to_video", f"--image={img}", "--no-resize",
                  "--steps=1", "--out=" + str(tmp_path / "y.mp4")], "no-resize"))
+  cases.append((["--prompt=a", "--mode=loop", "--image-first", "--out=x.mp4"],
+                "--image-first is for --mode=text_to_video"))
   cases.append((["--prompt=a", "--mesh=fsdp", "--out=x.mp4"], "AXIS=SIZE"))
   cases.append((["--prompt=a", "--mesh=fsdp=3", "--out=x.mp4"], "multiply to 3"))
   cases.append((["--prompt=a", "--devices=9", "--out=x.mp4"], "there are 8 devices"))

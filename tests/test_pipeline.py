@@ -186,6 +186,20 @@ def test_same_seed_same_video_other_seed_other_video(pipe):
   assert not np.array_equal(a.latents, c.latents)
 
 
+def test_image_first_starts_from_text_to_image_and_keeps_it(pipe):
+  prompts = ["a cat", "a red dog"]
+  image = pipe.text_to_image(prompts, seed=3, **FAST)
+  video = pipe.text_to_video(prompts, seed=3, image_first=True, **FAST)
+  joint = pipe.text_to_video(prompts, seed=3, **FAST)
+  assert video.video.shape == joint.video.shape == (2, 9, H, W, 3)
+  # The first frame is that image, exactly; the rest was sampled given it.
+  np.testing.assert_array_equal(video.latents[:, :1], image.latents)
+  np.testing.assert_array_equal(video.video[:, :1], image.video)
+  assert not np.allclose(video.latents[:, 1:], joint.latents[:, 1:])
+  one = pipe.text_to_video(prompts, frames=1, seed=3, image_first=True, **FAST)
+  np.testing.assert_array_equal(one.latents, image.latents)
+
+
 def test_text_is_encoded_once_per_batch_with_the_null_caption():
   calls = []
 

@@ -379,13 +379,23 @@ class Pipeline:
   def text_to_video(self, prompts: Sequence[str] | str, *, frames: int | None = None,
                     height: int | None = None, width: int | None = None, steps: int = 30,
                     sampler: str = "unipc", guidance: float = 5.0, shift: float | None = None,
-                    seed: int = 0) -> Generation:
-    """Videos from text: one per prompt."""
+                    seed: int = 0, image_first: bool = False) -> Generation:
+    """Videos from text: one per prompt.
+
+    image_first: sample the first frame as an image (exactly `text_to_image` with this seed),
+    then the rest of the clip given it, as image to video (Emu Video's factorisation, with
+    the one model trained for both): the motion is then drawn for an object already placed.
+    """
     text = self.encode_prompts(prompts)
     frames = self._frames(frames)
     height, width = self._size(height, width)
     shape = self._latent_shape(text[0].shape[0], frames, height, width)
-    z = self._sample(text, shape, None, key=jax.random.key(seed), steps=steps, sampler=sampler,
+    key, cond = jax.random.key(seed), None
+    if image_first and shape[1] > 1:
+      first = self._sample(text, (shape[0], 1) + tuple(shape[2:]), None, key=key, steps=steps,
+                           sampler=sampler, guidance=guidance, shift=shift)
+      key, cond = jax.random.fold_in(key, 1), self._cond(shape, {0: first})
+    z = self._sample(text, shape, cond, key=key, steps=steps, sampler=sampler,
                      guidance=guidance, shift=shift)
     return self._finish(z)
 

@@ -380,13 +380,15 @@ class Job:
     for split in e.splits:
       bar = _bar(e.num_prompts * e.seeds, f"evaluate {split}", "clip")
       generate = commands.pipeline_generate_fn(pipe, spec, steps=e.steps, guidance=e.guidance,
-                                               sampler=e.sampler, batch_size=e.batch_size)
+                                               sampler=e.sampler, batch_size=e.batch_size,
+                                               image_first=e.image_first)
       sections, clips, extra = commands.evaluate_t2v(
           _counting(generate, bar), spec, split=split, num_prompts=e.num_prompts,
           seeds=e.seeds, world_seed=self.config.data.world.seed, with_fvd=e.fvd,
           reconstruct=commands.autoencoder_fn(pipe))
       bar.close()
-      extra.update(sampler=e.sampler, steps=e.steps, guidance=e.guidance)
+      extra.update(sampler=e.sampler, steps=e.steps, guidance=e.guidance,
+                   image_first=e.image_first)
       out = os.path.join(self.eval_dir, split)
       paths = report.write_report(out, sections, clips, fps=spec.fps, extra=extra,
                                   title=f"vidgen run: {split} split",
@@ -435,7 +437,7 @@ def _generate(pipe: Any, mode: str, prompt: str, clip: Any, clip2: Any,
   """One generation in `mode`; video modes take heldout clips as their inputs."""
   kw = dict(steps=s.steps, guidance=s.guidance, seed=seed)
   if mode == "text_to_video":
-    return pipe.text_to_video([prompt], **kw)
+    return pipe.text_to_video([prompt], image_first=s.image_first, **kw)
   if mode == "text_to_image":
     return pipe.text_to_image([prompt], **kw)
   if mode == "image_to_video":

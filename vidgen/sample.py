@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--strength", type=float, default=0.6, help="restyle: 0 keeps the video, 1 "
                                                               "ignores it")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--image-first", action="store_true",
+                 help="text_to_video: sample the first frame as an image, then the clip "
+                      "given it")
   p.add_argument("--no-resize", action="store_true",
                  help="refuse inputs of another size instead of scaling and center-cropping")
   p.add_argument("--dtype", choices=("bf16", "f32"),
@@ -183,6 +186,8 @@ def run(args: argparse.Namespace, pipeline=None) -> list[str]:
     inputs["video2"] = read_media(args.video2, "--video2", "video")
   if args.batch < 1:
     raise VidgenError("--batch must be at least 1")
+  if args.image_first and args.mode != "text_to_video":
+    raise VidgenError(f"--image-first is for --mode=text_to_video, not {args.mode}")
   if pipeline is None:
     if args.bundle == SHIPPED_BUNDLE and not os.path.isdir(SHIPPED_BUNDLE):
       raise VidgenError(f"no --bundle given and this install has no shipped bundle at "
@@ -199,7 +204,8 @@ def run(args: argparse.Namespace, pipeline=None) -> list[str]:
     batch = prompts[start:start + args.batch]
     mode = args.mode
     if mode == "text_to_video":
-      gen = pipeline.text_to_video(batch, frames=args.frames, **size, **common)
+      gen = pipeline.text_to_video(batch, frames=args.frames, image_first=args.image_first,
+                                   **size, **common)
     elif mode == "text_to_image":
       gen = pipeline.text_to_image(batch, **size, **common)
     elif mode == "image_to_video":

@@ -96,7 +96,8 @@ def read_prompts_file(path: str, limit: int | None = None) -> list[str]:
 
 # ------------------------------------------------------------------------------ generation
 def pipeline_generate_fn(pipe: Any, spec: VideoSpec, *, steps: int, guidance: float,
-                         sampler: str, batch_size: int) -> GenerateFn:
+                         sampler: str, batch_size: int, image_first: bool = False
+                         ) -> GenerateFn:
   """The one generation call: vidgen.pipeline.Pipeline.text_to_video in batches."""
   def generate(prompts: Sequence[str], seed: int) -> np.ndarray:
     out = []
@@ -104,6 +105,7 @@ def pipeline_generate_fn(pipe: Any, spec: VideoSpec, *, steps: int, guidance: fl
       chunk = list(prompts[start:start + batch_size])
       gen = pipe.text_to_video(chunk, frames=spec.frames, height=spec.height, width=spec.width,
                                steps=steps, sampler=sampler, guidance=guidance,
+                               image_first=image_first,
                                seed=seed * 100003 + start)
       out.append(np.asarray(gen.video))
     return np.concatenate(out)
@@ -369,6 +371,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   p.add_argument("--steps", type=int, default=30)
   p.add_argument("--guidance", type=float, default=5.0)
   p.add_argument("--sampler", default="unipc")
+  p.add_argument("--image-first", action="store_true",
+                 help="sample each clip's first frame as an image, then the clip given it")
   p.add_argument("--batch-size", type=int, default=16, help="prompts per generation call")
   p.add_argument("--no-fvd", action="store_true", help="skip FVD/KVD (I3D is slow on CPU)")
   p.add_argument("--val-loss", nargs="?", const="compute", default=None,
@@ -453,7 +457,8 @@ def main(argv: Sequence[str]) -> int:
     extra["runs"] = []
     for spec in specs:
       generate = pipeline_generate_fn(pipe, spec, steps=args.steps, guidance=args.guidance,
-                                      sampler=args.sampler, batch_size=args.batch_size)
+                                      sampler=args.sampler, batch_size=args.batch_size,
+                                      image_first=args.image_first)
       t2v_sections, t2v_clips, t2v_extra = evaluate_t2v(
           generate, spec, split=args.split, num_prompts=args.num_prompts, seeds=args.seeds,
           world_seed=args.world_seed, prompts=prompts, with_fvd=not args.no_fvd,
