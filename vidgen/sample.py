@@ -173,6 +173,10 @@ def write_video(path: str, video: np.ndarray, fps: float, scale: int = 1) -> Non
 def run(args: argparse.Namespace, pipeline=None) -> list[str]:
   """Samples every prompt in args and writes the videos; returns their paths."""
   from vidgen.pipeline import Pipeline
+  if args.batch < 1:
+    raise VidgenError("--batch must be at least 1")
+  if args.image_first and args.mode != "text_to_video":
+    raise VidgenError(f"--image-first is for --mode=text_to_video, not {args.mode}")
   prompts = read_prompts(args.prompt, args.prompts_file)
   paths = output_paths(args.out, len(prompts))
   inputs = {}
@@ -184,10 +188,6 @@ def run(args: argparse.Namespace, pipeline=None) -> list[str]:
     inputs["video"] = read_media(args.video, "--video", "video")
   if args.mode == "connect":
     inputs["video2"] = read_media(args.video2, "--video2", "video")
-  if args.batch < 1:
-    raise VidgenError("--batch must be at least 1")
-  if args.image_first and args.mode != "text_to_video":
-    raise VidgenError(f"--image-first is for --mode=text_to_video, not {args.mode}")
   if pipeline is None:
     if args.bundle == SHIPPED_BUNDLE and not os.path.isdir(SHIPPED_BUNDLE):
       raise VidgenError(f"no --bundle given and this install has no shipped bundle at "
