@@ -302,9 +302,10 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   assert rc == 2 and "no bundle directory" in capsys.readouterr().err
 
 
-def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch):
+def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsys):
   """A checkpoint as the trainer writes it (configs/t2v_tiny.py, pixel latents) exports to a
-  bundle whose model gives the task's own velocity from the EMA params."""
+  bundle whose model gives the task's own velocity from the EMA params; --step picks an older
+  kept checkpoint."""
   import orbax.checkpoint as ocp
   from vidgen import config as config_lib
   from vidgen.train import checkpoint as ckpt
@@ -321,12 +322,15 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch):
   rng = np.random.default_rng(0)
   rand = lambda: jax.tree_util.tree_map(
       lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-  params, ema = rand(), rand()
+  params, ema, older_ema = rand(), rand(), rand()
   manager = ckpt.make_manager(str(tmp_path / "work"), keep=2, async_save=False)
   opt_state = {"mu": rand(), "nu": rand()}  # as large as the params twice over
-  state = {"step": np.int32(7), "params": params, "ema_params": ema, "opt_state": opt_state}
-  manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          config=ocp.args.JsonSave(ckpt.config_to_json(config))))
+  for step, step_ema in ((5, older_ema), (7, ema)):
+    state = {"step": np.int32(step), "params": params, "ema_params": step_ema,
+             "opt_state": opt_state}
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(ckpt.config_to_json(config))))
   manager.wait_until_finished()
   # Export reads only the params subtree: a whole-state restore (optimizer too) is refused.
   whole = ocp.CheckpointManager.restore
@@ -358,3 +362,14 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch):
   np.testing.assert_allclose(got, want, atol=1e-5)
   other = task.velocity(params, x, t, want_emb, jnp.asarray(mask), jnp.full((1,), 8.0))
   assert not np.allclose(other, want, atol=1e-3)  # the bundle holds the EMA params
+
+  older = str(tmp_path / "older")
+  assert vidgen_main(["export", f"--workdir={tmp_path / 'work'}", f"--out={older}",
+                      "--step=5"]) == 0
+  assert json.load(open(os.path.join(older, "manifest.json")))["source"]["step"] == 5
+  jax.tree_util.tree_map(np.testing.assert_array_equal, export.read_bundle(older).params["dit"],
+                         older_ema["dit"])
+  capsys.readouterr()
+  rc = vidgen_main(["export", f"--workdir={tmp_path / 'work'}", f"--out={older}", "--step=6"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "no step 6; it keeps steps 5, 7" in err and "Traceback" not in err

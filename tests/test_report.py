@@ -260,7 +260,7 @@ def test_evaluate_t2v_through_a_real_pipeline(tmp_path):
 def test_evaluate_command_end_to_end(tmp_path, monkeypatch, capsys):
   """`vidgen evaluate --bundle=...` with the bundle loader swapped for the toy pipeline."""
   from vidgen.evaluate import commands
-  monkeypatch.setattr(commands, "load_pipeline", lambda bundle, workdir: toy_pipeline())
+  monkeypatch.setattr(commands, "load_pipeline", lambda bundle, workdir, step: toy_pipeline())
   loss = tmp_path / "loss.json"
   loss.write_text(json.dumps([{"bucket": "9x32x32", "t=0.5": 0.5}]))
   out = tmp_path / "eval"

@@ -172,9 +172,9 @@ def test_evaluate_command_computes_the_val_loss_table(task_and_params, monkeypat
   config, task, params = task_and_params
   restored = []
 
-  def fake_restore(workdir):  # The real one reads a trainer checkpoint.
-    restored.append(workdir)
-    return params, {}, 7
+  def fake_restore(workdir, step=None):  # The real one reads a trainer checkpoint.
+    restored.append((workdir, step))
+    return params, {}, 7 if step is None else step
 
   monkeypatch.setattr(export, "_restore_params", fake_restore)
   monkeypatch.setattr(tasks, "get_task", lambda c: task)
@@ -185,12 +185,16 @@ def test_evaluate_command_computes_the_val_loss_table(task_and_params, monkeypat
   out = tmp_path / "eval"
   assert commands.main([f"--config={cfg}", f"--workdir={tmp_path}", "--val-loss",
                         "--no-generate", f"--out={out}"]) == 0
-  assert restored == [str(tmp_path)]
+  assert restored == [(str(tmp_path), None)]
   doc = json.loads((out / "report.json").read_text())
   table = doc["sections"][commands.VAL_LOSS_TITLE]
   expected = vl.val_loss(task, params, config, batches=batches())
   assert [r["bucket"] for r in table] == ["4x16x16", "1x16x16", "all"]
   assert table[-1]["mean"] == pytest.approx(expected[-1]["mean"], rel=1e-6)
   assert doc["val_loss_step"] == 7
+  assert commands.main([f"--config={cfg}", f"--workdir={tmp_path}", "--step=5", "--val-loss",
+                        "--no-generate", f"--out={out}"]) == 0  # an older kept checkpoint
+  assert restored[-1] == (str(tmp_path), 5)
+  assert json.loads((out / "report.json").read_text())["val_loss_step"] == 5
   with pytest.raises(VidgenError, match="t2v config"):
     commands.main(["--val-loss", "--no-generate", f"--out={out}"])

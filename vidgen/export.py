@@ -376,18 +376,23 @@ def build_components(bundle: Bundle, dtype: str | None = None, mesh: Any = None,
 # ---------------------------------------------------------------------------------------
 # The command.
 
-def _restore_params(workdir: str) -> tuple[Any, dict, int]:
-  """(EMA params, or the raw ones when EMA was off; config JSON; step) of the newest
-  checkpoint in a workdir, restored on the host without a target."""
+def _restore_params(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:
+  """(EMA params, or the raw ones when EMA was off; config JSON; step) of checkpoint `step`
+  (None: the newest) in a workdir, restored on the host without a target."""
   import orbax.checkpoint as ocp
   from vidgen.train import checkpoint as ckpt
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise VidgenError(f"{workdir} has no checkpoints/ directory; train first "
                       f"(vidgen train --config=configs/t2v_tiny.py --workdir={workdir})")
   manager = ckpt.make_manager(workdir, keep=1 << 30, async_save=False)
-  step = manager.latest_step()
-  if step is None:
+  kept = sorted(manager.all_steps())
+  if not kept:
     raise VidgenError(f"{workdir}/checkpoints holds no finished checkpoint")
+  if step is None:
+    step = kept[-1]
+  elif step not in kept:
+    raise VidgenError(f"{workdir}/checkpoints has no step {step}; it keeps steps "
+                      f"{', '.join(map(str, kept))} (train.keep_period keeps every Nth)")
   config = ckpt.restore_config(manager, step)
   # Read only the params subtree (the optimizer state, often twice their size, stays on disk).
   path = os.path.join(str(manager.directory), str(step), "state")
@@ -411,11 +416,13 @@ def _restore_params(workdir: str) -> tuple[Any, dict, int]:
   return jax.device_get(params), config, step
 
 
-def export_workdir(workdir: str, out_dir: str, dtype: str = "f32") -> dict:
-  """Exports a text-to-video workdir's newest checkpoint (EMA params) as a bundle."""
+def export_workdir(workdir: str, out_dir: str, dtype: str = "f32",
+                   step: int | None = None) -> dict:
+  """Exports a text-to-video workdir's checkpoint `step` (None: the newest; EMA params) as a
+  bundle."""
   import ml_collections
   from vidgen.train.tasks import get_task
-  params, config_json, step = _restore_params(workdir)
+  params, config_json, step = _restore_params(workdir, step)
   config = ml_collections.ConfigDict(config_json)
   if config.get("task") != "t2v":
     raise VidgenError(f"{workdir} trained task {config.get('task')!r}; export needs a "
@@ -470,8 +477,9 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--out", required=True, help="the bundle directory to write")
   parser.add_argument("--dtype", default="f32", choices=("f32", "bf16"),
                       help="parameter dtype in the bundle")
+  parser.add_argument("--step", type=int, help="the checkpoint to export (default: newest)")
   args = parser.parse_args(argv)
-  manifest = export_workdir(args.workdir, args.out, args.dtype)
+  manifest = export_workdir(args.workdir, args.out, args.dtype, args.step)
   total = sum(m["bytes"] for m in manifest["files"].values())
   print(f"wrote {args.out}: {len(manifest['files'])} files, {total / 2**20:.1f} MiB, "
         f"params {manifest['param_counts']}")

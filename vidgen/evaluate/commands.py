@@ -2,6 +2,7 @@
 
   vidgen evaluate --bundle=BUNDLE --split=heldout --num-prompts=100 --seeds=2 --out=DIR
   vidgen evaluate --config=configs/t2v_tiny.py --workdir=WORKDIR --sizes=17x32x32,9x64x64
+  vidgen evaluate --config=configs/t2v_tiny.py --workdir=WORKDIR --step=4000  (a kept step)
   vidgen evaluate --config=configs/vae_tiny.py --workdir=WORKDIR       (an autoencoder)
   vidgen evaluate --videos=GENERATED_DIR --real-videos=REAL_DIR --out=DIR   (FVD of folders)
 
@@ -15,8 +16,9 @@ real-vs-real floor at this N, which a perfect generator would score.
 An autoencoder workdir (config.task == "vae") is scored by vidgen.evaluate.recon (PSNR/SSIM)
 and by reconstruction FVD (its reconstructions of validation clips against disjoint validation
 clips, beside the originals against the same clips: the floor a lossless autoencoder scores).
-A validation-loss table (per bucket, at fixed timesteps) is computed from a t2v workdir's
-newest checkpoint (EMA params) with --val-loss (vidgen.evaluate.val_loss), or read from
+A t2v workdir is evaluated at its newest checkpoint, or at --step (a learning curve: keep
+checkpoints with train.keep_period). A validation-loss table (per bucket, at fixed timesteps)
+is computed from that checkpoint (EMA params) with --val-loss (vidgen.evaluate.val_loss), or read from
 --val-loss=JSON.
 Output: DIR/report.json (every number), DIR/report.html and DIR/clips/*.gif.
 """
@@ -128,8 +130,9 @@ def fit_spec_to_pipeline(pipe: Any, spec: VideoSpec) -> VideoSpec:
       fps=float(c.fps))
 
 
-def load_pipeline(bundle: str | None, workdir: str | None) -> Any:
-  """A Pipeline from a bundle, or from a workdir exported to a temporary bundle."""
+def load_pipeline(bundle: str | None, workdir: str | None, step: int | None = None) -> Any:
+  """A Pipeline from a bundle, or from a workdir's checkpoint `step` (None: the newest)
+  exported to a temporary bundle."""
   try:
     from vidgen.pipeline import Pipeline  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -138,7 +141,7 @@ def load_pipeline(bundle: str | None, workdir: str | None) -> Any:
     return Pipeline.load(bundle)
   from vidgen import export  # pylint: disable=g-import-not-at-top
   tmp = tempfile.mkdtemp(prefix="vidgen_eval_bundle_")
-  export.export_workdir(workdir, tmp)
+  export.export_workdir(workdir, tmp, step=step)
   return Pipeline.load(tmp)
 
 
@@ -339,12 +342,14 @@ def recon_fvd_table(config: Any, workdir: str, *, num_clips: int = 32, batch_siz
 
 
 def val_loss_table(config: Any, workdir: str, *, split: str = "validation",
-                   max_batches: int | None = None) -> tuple[list[dict[str, Any]], int]:
-  """(vidgen.evaluate.val_loss rows, checkpoint step) of a t2v workdir's newest checkpoint."""
+                   max_batches: int | None = None, step: int | None = None
+                   ) -> tuple[list[dict[str, Any]], int]:
+  """(vidgen.evaluate.val_loss rows, checkpoint step) of a t2v workdir's checkpoint `step`
+  (None: the newest)."""
   from vidgen import export  # pylint: disable=g-import-not-at-top
   from vidgen.evaluate import val_loss  # pylint: disable=g-import-not-at-top
   from vidgen.train.tasks import get_task  # pylint: disable=g-import-not-at-top
-  params, _, step = export._restore_params(workdir)  # pylint: disable=protected-access
+  params, _, step = export._restore_params(workdir, step)  # pylint: disable=protected-access
   rows = val_loss.val_loss(get_task(config), params, config, split=split,
                            max_batches=max_batches)
   return rows, step
@@ -355,6 +360,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   p = argparse.ArgumentParser(prog="vidgen evaluate", description=__doc__.split("\n")[0])
   p.add_argument("--config", help="configs/X.py[:ARG]; with --workdir")
   p.add_argument("--workdir", help="a training workdir (t2v or vae)")
+  p.add_argument("--step", type=int,
+                 help="t2v --workdir: the checkpoint to evaluate (default: the newest)")
   p.add_argument("--bundle", help="an exported bundle (vidgen export)")
   p.add_argument("--videos", help="a folder of generated videos: FVD against --real-videos")
   p.add_argument("--real-videos", help="a folder of real videos (at least 2x --videos)")
@@ -450,7 +457,7 @@ def main(argv: Sequence[str]) -> int:
     if not (args.bundle or (args.workdir and config is not None)):
       raise VidgenError("pass --bundle=DIR, or --config=... --workdir=DIR, or --videos=DIR "
                         "--real-videos=DIR")
-    pipe = load_pipeline(args.bundle, args.workdir)
+    pipe = load_pipeline(args.bundle, args.workdir, args.step)
     prompts = read_prompts_file(args.prompts_file, args.num_prompts) if args.prompts_file \
         else None
     specs = [fit_spec_to_pipeline(pipe, s) for s in _specs(args, config, pipe)]
@@ -476,7 +483,7 @@ def main(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     sections[VAL_LOSS_TITLE], extra["val_loss_step"] = val_loss_table(
         config, args.workdir, split=args.val_loss_split,
-        max_batches=args.val_loss_batches or None)
+        max_batches=args.val_loss_batches or None, step=args.step)
     extra.setdefault("timing", {})["val_loss_s"] = time.perf_counter() - t0
   elif args.val_loss:
     sections[VAL_LOSS_TITLE] = read_table(args.val_loss)
