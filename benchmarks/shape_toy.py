@@ -5,11 +5,15 @@
   .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=A --pixel        # no autoencoder
   .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=D --lr=2e-3
   .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=D --size=64     # 64 tokens
+  .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=W --steps=8000  # the world
 
 The images (--size, default 32) are Shapes World objects drawn straight (no video, trails or
 pillars), captioned 'a large red circle on a black background' ('... and a small blue ...'):
   A  one large object on black        B  one object, either size, on black
   C  one object, either size, any background       D  two objects, either size, on black
+  W  the Shapes World itself: first frames of train clips under one of their 6 captions
+     (drawn per image), scored on first frames of test clips under their detailed caption
+     (--one: one-object clips only; --caption=K: always caption K in training)
 The bundle gives the frozen autoencoder (its normalised latents) and the frozen text encoder;
 the DiT (the main job's: width 128, depth 4, 2x2 patches of 8x8 latents) trains from scratch
 with rectified flow (logit-normal t, 10 % captions dropped, AdamW, cosine, EMA warm-up) on
@@ -35,7 +39,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidgen import diffusion  # noqa: E402
+from vidgen import diffusion, world  # noqa: E402
 from vidgen.evaluate import oracle  # noqa: E402
 from vidgen.models import dit as dit_lib  # noqa: E402
 from vidgen.pipeline import Pipeline  # noqa: E402
@@ -72,6 +76,26 @@ def render(sc: dict, rng: np.random.Generator, size: int) -> np.ndarray:
   return image
 
 
+def world_images(split: str, n: int, size: int, fps: float, one: bool, caption_index: int,
+                 rng: np.random.Generator) -> tuple[list, np.ndarray, list]:
+  """First frames of the first n clips of a split (one-object clips only with `one`): their
+  scenes, uint8 images and captions (caption_index < 0: one of each clip's drawn by rng)."""
+  scenes, images, captions = [], [], []
+  index = 0
+  while len(scenes) < n:
+    meta = world.sample_scene(split, index, seed=0, height=size, width=size, frames=9,
+                              fps=fps)
+    index += 1
+    if one and len(meta["objects"]) > 1:
+      continue
+    options = world.captions_for(meta)
+    scenes.append(meta)
+    images.append(world.render(meta)[0])
+    captions.append(options[caption_index if caption_index >= 0
+                            else rng.integers(len(options))])
+  return scenes, np.stack(images), captions
+
+
 def caption(sc: dict) -> str:
   words = " and ".join(f"a {o['size']} {o['color']} {o['shape']}" for o in sc["objects"])
   return f"{words} on a {sc['background']} background"
@@ -101,7 +125,10 @@ def score(images: np.ndarray, scenes: list) -> tuple[float, float, float]:
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--bundle", required=True, help="its autoencoder and text encoder are used")
-  ap.add_argument("--level", default="A", choices=list("ABCD"))
+  ap.add_argument("--level", default="A", choices=list("ABCDW"))
+  ap.add_argument("--one", action="store_true", help="level W: one-object clips only")
+  ap.add_argument("--caption", type=int, default=-1,
+                  help="level W: train on this caption of each clip (-1: any, per image)")
   ap.add_argument("--size", type=int, default=32, help="image edge in pixels")
   ap.add_argument("--steps", type=int, default=2000)
   ap.add_argument("--eval_every", type=int, default=1000)
@@ -126,11 +153,16 @@ def main() -> None:
     return video if a.pixel else jnp.concatenate(
         [c.encode_video(video[i:i + 256]) for i in range(0, len(video), 256)])
 
-  def data(n, seed):
+  def data(n, seed, split="train"):
     rng = np.random.default_rng(seed)
-    scenes = [scene(rng, a.level) for _ in range(n)]
-    images = np.stack([render(s, rng, a.size) for s in scenes])
-    ids, mask = c.tokenize([caption(s) for s in scenes], c.text_max_len)
+    if a.level == "W":
+      scenes, images, captions = world_images(split, n, a.size, c.fps, a.one,
+                                              a.caption if split == "train" else 0, rng)
+    else:
+      scenes = [scene(rng, a.level) for _ in range(n)]
+      images = np.stack([render(s, rng, a.size) for s in scenes])
+      captions = [caption(s) for s in scenes]
+    ids, mask = c.tokenize(captions, c.text_max_len)
     text = jnp.concatenate([c.encode_text(jnp.asarray(ids[i:i + 256]),
                                           jnp.asarray(mask[i:i + 256]))
                             for i in range(0, n, 256)])
@@ -138,10 +170,11 @@ def main() -> None:
 
   start = time.time()
   _, _, x_train, e_train, m_train = data(a.train, a.seed)
-  scenes, images, x_eval, e_eval, m_eval = data(64, 999)
+  scenes, images, x_eval, e_eval, m_eval = data(64, 999, "test")
   swapped = [dict(sc, objects=[dict(o, shape=SWAP[o["shape"]]) for o in sc["objects"]])
              for sc in scenes]
-  ids, _ = c.tokenize([caption(s) for s in swapped], c.text_max_len)
+  write = world.detailed_caption if a.level == "W" else caption
+  ids, _ = c.tokenize([write(s) for s in swapped], c.text_max_len)
   e_swap = c.encode_text(jnp.asarray(ids), m_eval)
   print(f"data {tuple(x_train.shape)} in {time.time() - start:.1f}s; real images score "
         f"{score(images, scenes)}", flush=True)
