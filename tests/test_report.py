@@ -203,6 +203,8 @@ def test_evaluate_command_refuses_bad_usage_and_reads_val_loss(tmp_path):
     commands.main([])
   with pytest.raises(VidgenError, match="go together"):
     commands.main(["--videos=x"])
+  with pytest.raises(VidgenError, match="--step picks a checkpoint of a t2v --workdir"):
+    commands.main(["--bundle=b", "--step=4000"])
   loss = tmp_path / "loss.json"
   loss.write_text(json.dumps({"8x32x32": {"t=0.25": 0.4, "t=0.75": 0.6}}))
   assert commands.read_table(str(loss)) == [{"row": "8x32x32", "t=0.25": 0.4, "t=0.75": 0.6}]

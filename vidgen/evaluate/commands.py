@@ -18,8 +18,8 @@ and by reconstruction FVD (its reconstructions of validation clips against disjo
 clips, beside the originals against the same clips: the floor a lossless autoencoder scores).
 A t2v workdir is evaluated at its newest checkpoint, or at --step (a learning curve: keep
 checkpoints with train.keep_period). A validation-loss table (per bucket, at fixed timesteps)
-is computed from that checkpoint (EMA params) with --val-loss (vidgen.evaluate.val_loss), or read from
---val-loss=JSON.
+is computed from that checkpoint (EMA params) with --val-loss (vidgen.evaluate.val_loss), or
+read from --val-loss=JSON.
 Output: DIR/report.json (every number), DIR/report.html and DIR/clips/*.gif.
 """
 from __future__ import annotations
@@ -429,6 +429,10 @@ def main(argv: Sequence[str]) -> int:
   config = config_lib.load(args.config, overrides) if args.config else None
   if overrides and config is None:
     raise VidgenError("--config.KEY=VALUE overrides need --config")
+  if args.step is not None and (args.bundle or not args.workdir or args.videos
+                                or (config is not None and config.get("task") == "vae")):
+    raise VidgenError("--step picks a checkpoint of a t2v --workdir; a bundle holds one step "
+                      "(vidgen export --step=N writes one)")
   out = args.out or os.path.join(args.workdir or ".", "eval")
   sections: dict[str, list] = {}
   clips: list[report.Clip] = []
