@@ -83,14 +83,13 @@ def world_images(split: str, n: int, size: int, fps: float, one: bool, caption_i
   scenes, images, captions = [], [], []
   index = 0
   while len(scenes) < n:
-    meta = world.sample_scene(split, index, seed=0, height=size, width=size, frames=9,
-                              fps=fps)
+    clip = world.generate_clip(split, index, seed=0, height=size, width=size, frames=9, fps=fps)
     index += 1
-    if one and len(meta["objects"]) > 1:
+    if one and len(clip["metadata"]["objects"]) > 1:
       continue
-    options = world.captions_for(meta)
-    scenes.append(meta)
-    images.append(world.render(meta)[0])
+    options = clip["captions"]
+    scenes.append(clip["metadata"])
+    images.append(clip["video"][0])
     captions.append(options[caption_index if caption_index >= 0
                             else rng.integers(len(options))])
   return scenes, np.stack(images), captions
