@@ -6,6 +6,7 @@
   .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=D --lr=2e-3
   .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=D --size=64     # 64 tokens
   .venv/bin/python benchmarks/shape_toy.py --bundle=B --level=W --steps=8000  # the world
+  .venv/bin/python benchmarks/shape_toy.py --bundle=B --gaps   # shape vs color in latents
 
 The images (--size, default 32) are Shapes World objects drawn straight (no video, trails or
 pillars), captioned 'a large red circle on a black background' ('... and a small blue ...'):
@@ -121,6 +122,31 @@ def score(images: np.ndarray, scenes: list) -> tuple[float, float, float]:
   return color / objects, shape / objects, whole / len(scenes)
 
 
+def latent_gaps(c, n: int = 256) -> None:
+  """How far apart the autoencoder puts images that differ in one word: mean square difference
+  of normalised latents for one object with its shape swapped, or its color changed, keeping
+  place, size and background; per background and size (n image pairs each)."""
+  rng = np.random.default_rng(0)
+  encode = lambda images: np.asarray(c.encode_video(
+      jnp.asarray(np.stack(images)[:, None].astype(np.float32) / 127.5 - 1)))
+  for background in P.BACKGROUNDS:
+    for size in P.SIZES:
+      base, shape, color = [], [], []
+      for _ in range(n):
+        names = list(P.OBJECT_COLORS)
+        col, other = rng.choice(names, 2, replace=False)
+        sh, seed = P.SHAPES[rng.integers(4)], rng.integers(1 << 30)
+        draw = lambda s, k: render(dict(background=background, objects=[
+            dict(color=str(k), shape=s, size=size)]), np.random.default_rng(seed), 32)
+        base.append(draw(sh, col))
+        shape.append(draw(SWAP[sh], col))
+        color.append(draw(sh, other))
+      x = encode(base)
+      print(f"{background} {size}: shape swapped {np.mean((x - encode(shape)) ** 2):.3f}, "
+            f"color changed {np.mean((x - encode(color)) ** 2):.3f}, "
+            f"latent mean square {np.mean(x ** 2):.3f}", flush=True)
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--bundle", required=True, help="its autoencoder and text encoder are used")
@@ -143,8 +169,11 @@ def main() -> None:
                   help="the DiT emits 32 features a latent pixel; two 3x3 convs render them")
   ap.add_argument("--guidance", type=float, default=5.0)
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--gaps", action="store_true", help="print latent_gaps and exit")
   a = ap.parse_args()
   c = Pipeline.load(a.bundle).c
+  if a.gaps:
+    return latent_gaps(c)
   down = 1 if a.pixel else c.spatial_factor
 
   def latents(images):
