@@ -126,14 +126,13 @@ def latent_gaps(c, n: int = 256) -> None:
   """How far apart the autoencoder puts images that differ in one word: mean square difference
   of normalised latents for one object with its shape swapped, or its color changed, keeping
   place, size and background; per background and size (n image pairs each)."""
-  rng = np.random.default_rng(0)
+  rng, names = np.random.default_rng(0), list(P.OBJECT_COLORS)
   encode = lambda images: np.asarray(c.encode_video(
       jnp.asarray(np.stack(images)[:, None].astype(np.float32) / 127.5 - 1)))
   for background in P.BACKGROUNDS:
     for size in P.SIZES:
       base, shape, color = [], [], []
       for _ in range(n):
-        names = list(P.OBJECT_COLORS)
         col, other = rng.choice(names, 2, replace=False)
         sh, seed = P.SHAPES[rng.integers(4)], rng.integers(1 << 30)
         draw = lambda s, k: render(dict(background=background, objects=[
