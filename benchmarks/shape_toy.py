@@ -122,13 +122,20 @@ def score(images: np.ndarray, scenes: list) -> tuple[float, float, float]:
   return color / objects, shape / objects, whole / len(scenes)
 
 
+def latents(c, images: np.ndarray, pixel: bool = False) -> jax.Array:
+  """uint8 images [N, H, W, 3] -> one-frame videos in [-1, 1], or (not `pixel`) the
+  autoencoder's normalised latents of them, encoded 256 at a time."""
+  video = jnp.asarray(images[:, None].astype(np.float32) / 127.5 - 1)
+  return video if pixel else jnp.concatenate(
+      [c.encode_video(video[i:i + 256]) for i in range(0, len(video), 256)])
+
+
 def latent_gaps(c, n: int = 256) -> None:
   """How far apart the autoencoder puts images that differ in one word: mean square difference
   of normalised latents for one object with its shape swapped, or its color changed, keeping
   place, size and background; per background and size (n image pairs each)."""
   rng, names = np.random.default_rng(0), list(P.OBJECT_COLORS)
-  encode = lambda images: np.asarray(c.encode_video(
-      jnp.asarray(np.stack(images)[:, None].astype(np.float32) / 127.5 - 1)))
+  encode = lambda images: np.asarray(latents(c, np.stack(images)))
   for background in P.BACKGROUNDS:
     for size in P.SIZES:
       base, shape, color = [], [], []
@@ -175,11 +182,6 @@ def main() -> None:
     return latent_gaps(c)
   down = 1 if a.pixel else c.spatial_factor
 
-  def latents(images):
-    video = jnp.asarray(images[:, None].astype(np.float32) / 127.5 - 1)
-    return video if a.pixel else jnp.concatenate(
-        [c.encode_video(video[i:i + 256]) for i in range(0, len(video), 256)])
-
   def data(n, seed, split="train"):
     rng = np.random.default_rng(seed)
     if a.level == "W":
@@ -193,7 +195,7 @@ def main() -> None:
     text = jnp.concatenate([c.encode_text(jnp.asarray(ids[i:i + 256]),
                                           jnp.asarray(mask[i:i + 256]))
                             for i in range(0, n, 256)])
-    return scenes, images, latents(images), text, jnp.asarray(mask)
+    return scenes, images, latents(c, images, a.pixel), text, jnp.asarray(mask)
 
   start = time.time()
   _, _, x_train, e_train, m_train = data(a.train, a.seed)
