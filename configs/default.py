@@ -86,6 +86,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.vae.train.steps = 10000  # A cap when budget_minutes > 0 (27 minutes buy ~6000 steps).
   c.vae.train.checkpoint_every = 250
 
+  # A quarter of the clips train as images (their middle frame: data.clip.window), 64 a batch:
+  # 7 % of the steps (the weights split the clips; docs/benchmarks.md, "Session 16").
   c.t2v = _stage("t2v_tiny", "tiny,cached", [(9, 32, 32, 16), (1, 32, 32, 64)], [3.0, 1.0])
   c.t2v.model.vae.variant = "tiny"
   # Latents 3 x 8 x 8 in 1 x 2 x 2 patches: 48 tokens a clip (16 an image). Latents are

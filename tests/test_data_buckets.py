@@ -58,6 +58,11 @@ def test_sample_clip_stride_target_fps_and_windows():
   clip.frame_stride = 2
   out, fps = sample_clip(video, 24.0, (5, 8, 8), clip, rng=None)
   assert fps == 12.0 and out[:, 0, 0, 0].tolist() == [5, 7, 9, 11, 13]  # Centered window.
+  clip.window = "start"
+  out, _ = sample_clip(video, 24.0, (5, 8, 8), clip, rng=None)
+  assert out[:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8]  # From the first frame.
+  assert sample_clip(video, 24.0, (1, 8, 8), clip, rng=None)[0][0, 0, 0, 0] == 0
+  clip.window = "center"
   clip.target_fps = 8.0  # 24 fps source -> stride 3, overriding frame_stride.
   out, fps = sample_clip(video, 24.0, (4, 8, 8), clip, rng=None)
   assert fps == 8.0 and np.diff(out[:, 0, 0, 0].astype(int)).tolist() == [3, 3, 3]

@@ -26,6 +26,7 @@ def test_defaults_and_shipped_configs_are_valid():
     ("world.train_size", 0, 1, "data.world.train_size must be a positive integer"),
     ("world.height", 8, 1, "at least 16"),
     ("clip.resize", "squash", 1, "data.clip.resize='squash'"),
+    ("clip.window", "end", 1, "data.clip.window='end'; choose one of center, start"),
     ("clip.frame_stride", 0, 1, "frame_stride must be a positive integer"),
     ("tokenizer.max_len", -1, 1, "max_len must be a positive integer"),
 ])

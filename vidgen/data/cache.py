@@ -5,8 +5,9 @@
 `write_cache(config)` encodes every clip of the train and eval splits with the frozen
 autoencoder of `config.model.vae.workdir` (latent mean, normalised with its statistics) and,
 when the text encoder is frozen (`config.model.text.checkpoint`), every caption of every clip
-(embeddings + padding mask). Clips are taken at their bucket's shape with the centered
-windows of the eval pipeline (`sample_clip(..., rng=None)`), so a clip has one cached latent.
+(embeddings + padding mask). Clips are taken at their bucket's shape with the fixed
+windows of the eval pipeline (`data.clip.window`: centered or from the first frame;
+`sample_clip(..., rng=None)`), so a clip has one cached latent.
 
 Layout, next to the dataset (`datasets.dataset_root(data)/cache/`):
     latents-KEY/  manifest.json, SPLIT_buckets.npy int32 [N] (bucket per clip, -1: none),
@@ -25,7 +26,7 @@ The batches (`make_train_iterator`, `make_eval_iterator`) follow the pipeline's 
 they carry `latents` [B, T', H', W', C] instead of `video` when `config.model.latent =
 "cached"`, and `text_embeddings` [B, L, D] (with `text_mask` from the cache) when
 `config.model.text.cached`. Captions are drawn as the pipeline draws them (per seed, epoch and
-clip; captions[0] for eval); random crop windows are not used: latents are the centered ones.
+clip; captions[0] for eval); random crop windows are not used: latents are the fixed ones.
 """
 from __future__ import annotations
 
@@ -442,7 +443,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
 def make_eval_iterator(config: ml_collections.ConfigDict, *, process_index: int | None = None,
                        process_count: int | None = None, split: str | None = None
                        ) -> grain.DatasetIterator:
-  """pipeline.make_eval_iterator with cached arrays (centered windows, captions[0], `valid`)."""
+  """pipeline.make_eval_iterator with cached arrays (fixed windows, captions[0], `valid`)."""
   data = config.data
   load = make_loader(config, split or data.eval_split, training=False,
                      process_index=process_index, process_count=process_count)

@@ -16,6 +16,7 @@ from vidgen.errors import VidgenError
 
 DATASETS = ("shapes_world", "video_folder")
 RESIZE_POLICIES = ("crop", "pad", "stretch")
+WINDOWS = ("center", "start")
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area")
 
 
@@ -46,11 +47,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.target_fps = 0.0           # > 0: stride = round(source fps / target_fps), at least 1.
   c.clip.resize = "crop"            # crop (cover, then crop) | pad | stretch
   c.clip.resize_method = "bilinear"  # nearest | bilinear | bicubic | area
-  c.clip.random_crop = True         # Train: random temporal/spatial crop windows; eval: centered.
+  c.clip.random_crop = True         # Train: random temporal/spatial crop windows; eval: fixed.
+  # Where a fixed temporal window starts (eval, cached latents, random_crop off): center |
+  # start. `start` makes a one-frame bucket train on first frames, as image-first sampling
+  # (text to image, then image to video) generates them.
+  c.clip.window = "center"
 
   # (frames, height, width, global batch size); an image is frames = 1.
   c.buckets = [(16, 32, 32, 16)]
-  c.bucket_weights = []             # Empty: equal weights among equally good buckets.
+  # Each clip goes to one bucket it fits, drawn by these weights (fixed per clip): they split
+  # the clips, not the steps. Empty: equal weights among equally good buckets.
+  c.bucket_weights = []
   c.aspect_tolerance = 0.25         # |log(aspect ratio)| a clip may differ from its bucket's.
 
   c.tokenizer = ml_collections.ConfigDict()
@@ -101,6 +108,8 @@ def validate(data: ml_collections.ConfigDict, process_count: int = 1) -> None:
   check(data.clip.resize_method in RESIZE_METHODS,
         f"data.clip.resize_method={data.clip.resize_method!r}; choose one of "
         f"{', '.join(RESIZE_METHODS)}")
+  check(data.clip.window in WINDOWS,
+        f"data.clip.window={data.clip.window!r}; choose one of {', '.join(WINDOWS)}")
   _positive_int(process_count, "process count")
   check(len(data.buckets) > 0, "data.buckets is empty; give at least one "
         "(frames, height, width, batch_size)")

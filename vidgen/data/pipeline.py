@@ -38,8 +38,8 @@ def sample_clip(video: np.ndarray, src_fps: float, shape: tuple[int, int, int],
                 ) -> tuple[np.ndarray, float]:
   """Takes `frames` frames at the configured stride and fits them to (height, width).
 
-  rng None: centered temporal and spatial windows (eval); else random windows when
-  clip.random_crop is set.
+  rng None: the fixed temporal window (clip.window: centered, or from the first frame) and a
+  centered spatial one (eval); else random windows when clip.random_crop is set.
   """
   frames, height, width = shape
   stride = buckets_lib.frame_stride(src_fps, clip.frame_stride, clip.target_fps)
@@ -48,7 +48,10 @@ def sample_clip(video: np.ndarray, src_fps: float, shape: tuple[int, int, int],
     raise ValueError(f"clip of {video.shape[0]} frames is shorter than {span}")
   random = rng is not None and clip.random_crop
   slack = video.shape[0] - span
-  start = int(rng.integers(0, slack + 1)) if random else slack // 2
+  if random:
+    start = int(rng.integers(0, slack + 1))
+  else:
+    start = 0 if clip.window == "start" else slack // 2
   offset = tuple(rng.random(2)) if random else (0.5, 0.5)
   taken = video[start:start + span:stride]
   out = video_io.fit_frames(taken, height, width, policy=clip.resize,
@@ -229,7 +232,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
 def make_eval_iterator(config: ml_collections.ConfigDict, *, process_index: int | None = None,
                        process_count: int | None = None, split: str | None = None
                        ) -> grain.DatasetIterator:
-  """One pass over a split, in order, centered windows, captions[0]; finite.
+  """One pass over a split, in order, fixed windows (data.clip.window), captions[0]; finite.
 
   Each bucket's last batch is padded to full size; `valid` marks the real clips, and the
   valid clips of all processes together are exactly the split (minus clips too short for
