@@ -224,3 +224,38 @@ def test_cache_command_and_missing_cache(setup, tmp_path, capsys):
   assert cache.write_cache(config) == written
   assert os.path.getmtime(os.path.join(written["latents"], cache.MANIFEST)) == mtime
   assert "already cached" in capsys.readouterr().out
+
+
+def test_text_frozen_at_random_init_is_cached_and_keyed_by_seed(setup):
+  """`model.text.frozen` without a checkpoint (the main job's default): the tiny T5 frozen at
+  its seed's random init. Cached embeddings equal the task's own encoding; another seed is
+  another encoder (other values, another cache); nothing of it trains."""
+  config, written = setup
+  frozen = config.copy_and_resolve_references()
+  frozen.model.text.checkpoint, frozen.model.text.frozen = "", True
+  text_dir = cache.write_text(frozen, log=lambda *_: None)
+  assert text_dir != written["text"]  # Not the checkpoint's cache.
+  task = t2v_task.T2VTask(frozen)
+  assert task.text_frozen is not None
+  assert task.text_model.config.vocab_size == frozen.data.tokenizer.vocab_size
+  it = cache.make_train_iterator(frozen, process_index=0, process_count=1)
+  batch = next(it)
+  emb = task.text(None, jnp.asarray(batch["tokens"]), jnp.asarray(batch["text_mask"]))
+  np.testing.assert_allclose(batch["text_embeddings"], np.asarray(emb), rtol=1e-4, atol=1e-4)
+  params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch))
+  assert set(params) == {"dit"}
+  # The same seed rebuilds the same encoder (a resumed run, the export); another does not.
+  again = t2v_task.frozen_text_encoder(frozen)[1]
+  jax.tree.map(np.testing.assert_array_equal, again, task.text_frozen)
+  other = frozen.copy_and_resolve_references()
+  other.model.text.seed = 1
+  assert cache.text_dir(other) != text_dir
+  other_emb = t2v_task.T2VTask(other).text(None, jnp.asarray(batch["tokens"]),
+                                           jnp.asarray(batch["text_mask"]))
+  assert float(jnp.abs(other_emb - emb).mean()) > 1e-2
+  joint = frozen.copy_and_resolve_references()
+  joint.model.text.frozen = False  # Cached text of an encoder that trains: refused.
+  with pytest.raises(VidgenError, match="text.frozen=True"):
+    t2v_task.T2VTask(joint)
+  with pytest.raises(VidgenError, match="frozen encoder"):
+    cache.write_text(joint)

@@ -113,6 +113,8 @@ def test_stage_configs_share_data_and_point_t2v_at_the_vae_export():
     ("samples.scale=0", "samples.scale"),
     ("budget.t2v_share=0.9", "budget"),
     ("data.world.height=8", "at least 16"),
+    # Cached text embeddings need an encoder that does not change while the DiT trains.
+    ("t2v.model.text.frozen=False", "text.cached=True needs a frozen text encoder"),
 ])
 def test_bad_configs_are_refused(override, message):
   config = _resolved(override)
@@ -196,6 +198,9 @@ def test_smoke_run_end_to_end_then_resume(own_tmp):
   assert stages["t2v"]["steps_run"] == 4
   stage_names = [s.name for s in run.Job(_resolved(), workdir).stages()]
   assert "cache" in stage_names  # The default trains the transformer on cached latents.
+  # ... and cached text embeddings of its frozen text encoder, exported in the bundle as is.
+  assert set(stages["cache"]) == {"latents", "text"}
+  assert os.path.isfile(os.path.join(stages["cache"]["text"], "manifest.json"))
   assert set(summary["stage_seconds"]) == set(stage_names)
   assert summary["headline"]["heldout/color"]["accuracy"] is not None
   assert summary["skipped"] == []

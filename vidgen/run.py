@@ -2,7 +2,8 @@
 
 The main job, stage by stage: build the dataset, train the tokenizer, train the autoencoder,
 export it with its latent statistics (and its reconstruction scores), encode the training clips
-once (the `cache` stage, when `t2v.model.latent` is "cached", the default), train the
+and their captions once (the `cache` stage, when `t2v.model.latent` or `t2v.model.text` is
+cached, the default: the text encoder is frozen at its random init), train the
 transformer on those latents, export the bundle, evaluate it with the Shapes World oracle, and
 write samples in every mode. The config is checked before any work. Every stage is resumable:
 the trainers continue from their checkpoints, and `DIR/run_state.json` records finished stages,
@@ -94,6 +95,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
   from vidgen.data import config as data_config
   from vidgen.models import vae as vae_lib
   from vidgen.train import config as train_config
+  from vidgen.train import t2v_task
   _check(config.data.dataset == "shapes_world",
          "the main job evaluates with the Shapes World oracle: data.dataset must be "
          "'shapes_world'")
@@ -120,9 +122,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
   _check(t2v.model.latent in ("vae", "cached", "pixel"),
          f"t2v.model.latent={t2v.model.latent!r}: the main job trains on the autoencoder's "
          "latents, cached ahead ('cached') or encoded every step ('vae'), or on 'pixel'")
-  _check(not t2v.model.text.get("cached"),
-         "t2v.model.text.cached: the main job trains its text encoder jointly; a frozen, "
-         "cached encoder is for `vidgen data cache` + `vidgen train`")
+  _check(not t2v.model.text.get("cached") or t2v_task.text_is_frozen(t2v.model),
+         "t2v.model.text.cached=True needs a frozen text encoder: set t2v.model.text.frozen="
+         "True (frozen at its random init) or t2v.model.text.checkpoint, or cached=False")
   if t2v.model.latent != "pixel":
     _check(not vae_cfg.model.get("variant") or vae_cfg.model.variant == t2v.model.vae.variant,
            f"t2v.model.vae.variant={t2v.model.vae.variant!r} must name the trained VAE's "
@@ -224,10 +226,10 @@ class Job:
                                                   "params.msgpack")}, self.train_vae),
         Stage("vae_eval", "autoencoder: latent statistics and reconstruction", lambda: [],
               self.vae_eval_outputs, self.evaluate_vae),
-        *([Stage("cache", "encode the training clips once (latent cache)",
-                 lambda: [t2v_cfg().data],
+        *([Stage("cache", "encode the training clips (and captions) once",
+                 lambda: [t2v_cfg().data, t2v_cfg().model.text],
                  self.cache_outputs, self.write_cache)]
-          if c.t2v.model.latent == "cached" else []),
+          if c.t2v.model.latent == "cached" or c.t2v.model.text.get("cached") else []),
         Stage("t2v", "train the transformer on the latents", lambda: [t2v_cfg()],
               lambda: {"t2v_checkpoints": os.path.join(self.t2v_dir, "checkpoints")},
               self.train_t2v),
@@ -295,10 +297,18 @@ class Job:
   def cache_outputs(self) -> dict[str, str]:
     from vidgen.data import cache
     cfg = stage_config(self.config, "t2v", self.workdir)
-    try:
-      return {"latents": os.path.join(cache.latent_dir(cfg), cache.MANIFEST)}
-    except VidgenError:  # No exported autoencoder yet: nothing cached either.
-      return {"latents": os.path.join(cache.cache_root(cfg.data), "(no autoencoder yet)")}
+    out = {}
+    if cfg.model.latent == "cached":
+      try:
+        out["latents"] = os.path.join(cache.latent_dir(cfg), cache.MANIFEST)
+      except VidgenError:  # No exported autoencoder yet: nothing cached either.
+        out["latents"] = os.path.join(cache.cache_root(cfg.data), "(no autoencoder yet)")
+    if cfg.model.text.get("cached"):
+      try:
+        out["text"] = os.path.join(cache.text_dir(cfg), cache.MANIFEST)
+      except VidgenError:  # No tokenizer yet.
+        out["text"] = os.path.join(cache.cache_root(cfg.data), "(no tokenizer yet)")
+    return out
 
   def write_cache(self) -> dict:
     from vidgen.data import cache

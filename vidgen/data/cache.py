@@ -4,7 +4,8 @@
 
 `write_cache(config)` encodes every clip of the train and eval splits with the frozen
 autoencoder of `config.model.vae.workdir` (latent mean, normalised with its statistics) and,
-when the text encoder is frozen (`config.model.text.checkpoint`), every caption of every clip
+when the text encoder is frozen (`config.model.text.checkpoint`, or `text.frozen`: its random
+init), every caption of every clip
 (embeddings + padding mask). Clips are taken at their bucket's shape with the fixed
 windows of the eval pipeline (`data.clip.window`: centered or from the first frame;
 `sample_clip(..., rng=None)`), so a clip has one cached latent.
@@ -99,14 +100,20 @@ def latent_key(config: ml_collections.ConfigDict) -> str:
 
 
 def text_key(config: ml_collections.ConfigDict) -> str:
-  """Hash of the dataset, tokenizer, caption length and frozen text encoder checkpoint."""
+  """Hash of the dataset, tokenizer, caption length and frozen text encoder (its checkpoint's
+  files, or its random init's seed)."""
   data, text = config.data, config.model.text
   tokenizer = config_lib.tokenizer_path(data)
   if not os.path.isfile(tokenizer):
     raise VidgenError(f"no caption tokenizer at {tokenizer}; run `vidgen data tokenizer "
                       "--config=...` first")
-  ckpt = os.path.abspath(text.checkpoint)
-  stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) for p in _files_under(ckpt)]
+  if text.checkpoint:
+    ckpt = os.path.abspath(text.checkpoint)
+    stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) for p in _files_under(ckpt)]
+  else:  # Frozen at its random init: the seed, the vocabulary and the PRNG's implementation.
+    import jax
+    stamp = {"random_init": int(text.get("seed", 0)), "jax": jax.__version__,
+             "vocab": int(data.tokenizer.vocab_size)}
   return _digest({"v": VERSION, "root": os.path.abspath(datasets.dataset_root(data)),
                   "source": _data_identity(data)["source"],
                   "tokenizer": _file_digest(tokenizer), "max_len": data.tokenizer.max_len,
@@ -245,9 +252,10 @@ def write_text(config: ml_collections.ConfigDict, *, batch_size: int = 64, dtype
   from vidgen.models import text as text_lib
   from vidgen.train import t2v_task
   data = config.data
-  if not config.model.text.checkpoint:
+  if not t2v_task.text_is_frozen(config.model):
     raise VidgenError("text embeddings are cached only for a frozen encoder: set "
-                      "config.model.text.checkpoint (the tiny encoder trains jointly)")
+                      "config.model.text.checkpoint or config.model.text.frozen=True (the "
+                      "tiny encoder trains jointly)")
   final = text_dir(config)
   if os.path.isfile(os.path.join(final, MANIFEST)):
     log(f"text embeddings already cached at {final}")
@@ -260,7 +268,9 @@ def write_text(config: ml_collections.ConfigDict, *, batch_size: int = 64, dtype
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   manifest = {"version": VERSION, "kind": "text", "key": os.path.basename(final),
-              "checkpoint": os.path.abspath(config.model.text.checkpoint), "max_len": max_len,
+              "checkpoint": (os.path.abspath(config.model.text.checkpoint)
+                             if config.model.text.checkpoint else ""),
+              "seed": int(config.model.text.get("seed", 0)), "max_len": max_len,
               "dim": int(module.config.d_model), "dtype": dtype, "splits": {}}
   for split in _splits(data):
     start = time.time()
@@ -299,12 +309,14 @@ def write_cache(config: ml_collections.ConfigDict, log=print) -> dict[str, str]:
   out = {}
   if config.model.latent in ("vae", "cached"):
     out["latents"] = write_latents(config, log=log)
-  if config.model.text.checkpoint:
+  from vidgen.train import t2v_task
+  if t2v_task.text_is_frozen(config.model):
     out["text"] = write_text(config, log=log)
   if not out:
     raise VidgenError("nothing to cache: config.model.latent is 'pixel' and the text encoder "
                       "trains jointly (set config.model.latent=vae and "
-                      "config.model.vae.workdir, or config.model.text.checkpoint)")
+                      "config.model.vae.workdir, or config.model.text.checkpoint or "
+                      "config.model.text.frozen=True)")
   return out
 
 
@@ -418,8 +430,10 @@ def make_loader(config: ml_collections.ConfigDict, split: str, *, training: bool
       raise VidgenError(f"the latent cache at {latents_path} was written for other bucket "
                         "assignments; rerun `vidgen data cache`")
   if m.text.get("cached"):
-    if not m.text.checkpoint:
-      raise VidgenError("config.model.text.cached=True needs config.model.text.checkpoint")
+    from vidgen.train import t2v_task
+    if not t2v_task.text_is_frozen(m):
+      raise VidgenError("config.model.text.cached=True needs a frozen text encoder: "
+                        "config.model.text.checkpoint or config.model.text.frozen=True")
     text_path = text_dir(config)
     manifest = read_manifest(text_path, "text embeddings")
     if split not in manifest["splits"]:

@@ -16,8 +16,11 @@ Latent sources (`config.model.latent`):
              to the dataset, vidgen.data.cache); batches carry `latents` [B, T', H', W', C]
              (normalised). Any batch with `latents` uses them.
 Text: the tiny T5 encoder is trained jointly (its params live under params["text"]); with
-`config.model.text.checkpoint` a pretrained T5 v1.1 / umT5 encoder is loaded and frozen; with
-`config.model.text.cached` too, `vidgen data cache` precomputes its embeddings and batches
+`config.model.text.checkpoint` a pretrained T5 v1.1 / umT5 encoder is loaded and frozen, and
+with `config.model.text.frozen` the encoder is frozen at its random init (the main job's
+default: the DiT learns direction words far sooner from these fixed features than with the
+encoder trained alongside; docs/benchmarks.md, "Session 16"); with
+`config.model.text.cached` too (frozen only), `vidgen data cache` precomputes its embeddings and batches
 carry `text_embeddings` [B, L, D] (with `text_mask`), which skip the encoder.
 """
 from __future__ import annotations
@@ -61,7 +64,11 @@ def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   c.text = ml_collections.ConfigDict()
   c.text.variant = ""  # "": the DiT variant's text encoder
   c.text.checkpoint = ""  # HF safetensors file/dir of a T5 v1.1 / umT5 encoder -> frozen
-  c.text.cached = False  # With checkpoint: embeddings precomputed by `vidgen data cache`.
+  # True: the encoder is frozen at its random initialisation (seed text.seed), with no
+  # checkpoint: its fixed features serve the DiT's cross-attention, which learns to read them.
+  c.text.frozen = False
+  c.text.seed = 0
+  c.text.cached = False  # Frozen only: embeddings precomputed by `vidgen data cache`.
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.timestep_mean = 0.0  # logit-normal location
   c.diffusion.timestep_std = 1.0
@@ -131,20 +138,18 @@ class T2VTask:
     else:
       raise VidgenError(f"config.model.latent={m.latent!r}: expected 'pixel', 'vae' or "
                         "'cached'")
-    if m.text.get("cached") and not m.text.checkpoint:
+    if m.text.get("cached") and not text_is_frozen(m):
       raise VidgenError("config.model.text.cached=True needs a frozen text encoder "
-                        "(config.model.text.checkpoint); a jointly trained one cannot be cached")
+                        "(config.model.text.checkpoint, or config.model.text.frozen=True); a "
+                        "jointly trained one cannot be cached")
 
-    # Text encoder: trained jointly, or pretrained and frozen.
+    # Text encoder: trained jointly, or frozen (pretrained, or at its random init).
     self.text_frozen = None
     frozen = frozen_text_encoder(config)
     if frozen is not None:
       self.text_model, self.text_frozen = frozen
     else:
-      text_variant = m.text.variant or variant["text"]
-      vocab = int(config.data.tokenizer.vocab_size)
-      self.text_model = text_lib.T5Encoder(text_lib.get_t5_config(text_variant,
-                                                                  vocab_size=vocab))
+      self.text_model = _text_module(config)
     self.text_dim = self.text_model.config.d_model
 
     overrides = {k: m[k] for k in _DIT_FIELDS if k in m and m[k] is not None}
@@ -417,11 +422,32 @@ def load_frozen_vae(workdir: str) -> tuple:
   return module, jax.tree.map(jnp.asarray, params), stats
 
 
-def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
-  """(T5Encoder, variables) of `config.model.text.checkpoint`, or None (trained jointly)."""
+def text_is_frozen(m: ml_collections.ConfigDict) -> bool:
+  """Whether `config.model`'s text encoder is frozen (a checkpoint, or `text.frozen`)."""
+  return bool(m.text.checkpoint) or bool(m.text.get("frozen"))
+
+
+def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
+  """The T5 encoder of `config.model.text.variant` (or the DiT variant's) over the tokenizer's
+  vocabulary."""
   m = config.model
-  if not m.text.checkpoint:
-    return None
   variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
-  module, variables = text_lib.load_hf_t5_encoder(m.text.checkpoint, variant)
-  return module, jax.tree.map(jnp.asarray, variables)
+  return text_lib.T5Encoder(text_lib.get_t5_config(
+      variant, vocab_size=int(config.data.tokenizer.vocab_size)))
+
+
+def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
+  """(T5Encoder, variables) of a frozen text encoder: `config.model.text.checkpoint`, or with
+  `text.frozen` the random initialisation of seed `text.seed`; None when it trains jointly."""
+  m = config.model
+  if m.text.checkpoint:
+    variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
+    module, variables = text_lib.load_hf_t5_encoder(m.text.checkpoint, variant)
+    return module, jax.tree.map(jnp.asarray, variables)
+  if not m.text.get("frozen"):
+    return None
+  module = _text_module(config)
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  variables = jax.jit(module.init)(jax.random.key(int(m.text.get("seed", 0))), tokens,
+                                   jnp.ones((1, 8), bool))
+  return module, nn.meta.unbox(variables)
