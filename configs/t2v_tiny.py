@@ -17,8 +17,9 @@ latents come from: `vae` (default: the frozen autoencoder of model.vae.workdir, 
 the fly), `cached` (the same latents encoded ahead by `vidgen data cache`), or `pixel` (the
 video itself in [-1, 1], 8 frames, 4x4 pixel patches: the autoencoder-free smoke recipe).
 The tiny T5 text encoder is trained jointly; `--config.model.text.checkpoint=DIR` loads a
-pretrained T5 v1.1 / umT5 encoder (safetensors) and freezes it, and with
-`--config.model.text.cached=True` its embeddings come from `vidgen data cache` too.
+pretrained T5 v1.1 / umT5 encoder (safetensors) and freezes it, `--config.model.text.frozen=True`
+freezes the tiny one at its random init (the main job's default), and with either
+`--config.model.text.cached=True` takes its embeddings from `vidgen data cache` too.
 """
 import ml_collections
 

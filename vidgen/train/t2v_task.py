@@ -79,7 +79,7 @@ def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   # > 0: latent pixels off the flat background (objects, trails, pillars) weigh 1 + this in
   # the loss (diffusion.object_mask). 4 raised the main job's generated color from 0.72 /
   # 0.55 to 0.83 / 0.62 (heldout / test), not shape or direction (docs/benchmarks.md,
-  # "Session 11"); not yet the default, which the shipped bundle must match.
+  # "Session 11"); configs/default.py sets it, the model default stays off.
   c.diffusion.object_weight = 0.0
   # none, first, last, first_last, first_k, last_k, random (diffusion.CONDITION_MODES)
   c.diffusion.condition_probs = (0.5, 0.15, 0.05, 0.05, 0.1, 0.05, 0.1)
