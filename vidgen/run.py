@@ -122,9 +122,10 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
   _check(t2v.model.latent in ("vae", "cached", "pixel"),
          f"t2v.model.latent={t2v.model.latent!r}: the main job trains on the autoencoder's "
          "latents, cached ahead ('cached') or encoded every step ('vae'), or on 'pixel'")
-  _check(not t2v.model.text.get("cached") or t2v_task.text_is_frozen(t2v.model),
-         "t2v.model.text.cached=True needs a frozen text encoder: set t2v.model.text.frozen="
-         "True (frozen at its random init) or t2v.model.text.checkpoint, or cached=False")
+  try:
+    t2v_task.check_text_cache(t2v.model)
+  except VidgenError as e:
+    _check(False, f"t2v: {e}")
   if t2v.model.latent != "pixel":
     _check(not vae_cfg.model.get("variant") or vae_cfg.model.variant == t2v.model.vae.variant,
            f"t2v.model.vae.variant={t2v.model.vae.variant!r} must name the trained VAE's "

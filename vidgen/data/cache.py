@@ -5,10 +5,9 @@
 `write_cache(config)` encodes every clip of the train and eval splits with the frozen
 autoencoder of `config.model.vae.workdir` (latent mean, normalised with its statistics) and,
 when the text encoder is frozen (`config.model.text.checkpoint`, or `text.frozen`: its random
-init), every caption of every clip
-(embeddings + padding mask). Clips are taken at their bucket's shape with the fixed
-windows of the eval pipeline (`data.clip.window`: centered or from the first frame;
-`sample_clip(..., rng=None)`), so a clip has one cached latent.
+init), every caption of every clip (embeddings + padding mask). Clips are taken at their
+bucket's shape with the fixed windows of the eval pipeline (`data.clip.window`: centered or
+from the first frame; `sample_clip(..., rng=None)`), so a clip has one cached latent.
 
 Layout, next to the dataset (`datasets.dataset_root(data)/cache/`):
     latents-KEY/  manifest.json, SPLIT_buckets.npy int32 [N] (bucket per clip, -1: none),
@@ -431,9 +430,7 @@ def make_loader(config: ml_collections.ConfigDict, split: str, *, training: bool
                         "assignments; rerun `vidgen data cache`")
   if m.text.get("cached"):
     from vidgen.train import t2v_task
-    if not t2v_task.text_is_frozen(m):
-      raise VidgenError("config.model.text.cached=True needs a frozen text encoder: "
-                        "config.model.text.checkpoint or config.model.text.frozen=True")
+    t2v_task.check_text_cache(m)
     text_path = text_dir(config)
     manifest = read_manifest(text_path, "text embeddings")
     if split not in manifest["splits"]:

@@ -26,7 +26,8 @@ USAGE = """usage: vidgen data {build,show,tokenizer,cache} --config=configs/X.py
   tokenizer  train the caption tokenizer on the train split (stored next to the dataset)
   cache      (t2v config) encode every train/eval clip with the frozen autoencoder of
              config.model.vae.workdir and, with a frozen text encoder
-             (config.model.text.checkpoint or text.frozen), embed every caption; stored next to the dataset for config.model.latent=cached and
+             (config.model.text.checkpoint or text.frozen), embed every caption; stored
+             next to the dataset for config.model.latent=cached and
              config.model.text.cached=True"""
 
 

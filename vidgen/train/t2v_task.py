@@ -20,8 +20,8 @@ Text: the tiny T5 encoder is trained jointly (its params live under params["text
 with `config.model.text.frozen` the encoder is frozen at its random init (the main job's
 default: the DiT learns direction words far sooner from these fixed features than with the
 encoder trained alongside; docs/benchmarks.md, "Session 16"); with
-`config.model.text.cached` too (frozen only), `vidgen data cache` precomputes its embeddings and batches
-carry `text_embeddings` [B, L, D] (with `text_mask`), which skip the encoder.
+`config.model.text.cached` too (frozen only), `vidgen data cache` precomputes its embeddings
+and batches carry `text_embeddings` [B, L, D] (with `text_mask`), which skip the encoder.
 """
 from __future__ import annotations
 
@@ -138,10 +138,7 @@ class T2VTask:
     else:
       raise VidgenError(f"config.model.latent={m.latent!r}: expected 'pixel', 'vae' or "
                         "'cached'")
-    if m.text.get("cached") and not text_is_frozen(m):
-      raise VidgenError("config.model.text.cached=True needs a frozen text encoder "
-                        "(config.model.text.checkpoint, or config.model.text.frozen=True); a "
-                        "jointly trained one cannot be cached")
+    check_text_cache(m)
 
     # Text encoder: trained jointly, or frozen (pretrained, or at its random init).
     self.text_frozen = None
@@ -425,6 +422,14 @@ def load_frozen_vae(workdir: str) -> tuple:
 def text_is_frozen(m: ml_collections.ConfigDict) -> bool:
   """Whether `config.model`'s text encoder is frozen (a checkpoint, or `text.frozen`)."""
   return bool(m.text.checkpoint) or bool(m.text.get("frozen"))
+
+
+def check_text_cache(m: ml_collections.ConfigDict) -> None:
+  """Refuses cached text embeddings of a text encoder that trains (they would go stale)."""
+  if m.text.get("cached") and not text_is_frozen(m):
+    raise VidgenError("config.model.text.cached=True needs a frozen text encoder: set "
+                      "config.model.text.frozen=True (frozen at its random init) or "
+                      "config.model.text.checkpoint, or cached=False")
 
 
 def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
