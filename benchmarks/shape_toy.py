@@ -171,6 +171,7 @@ def main() -> None:
   ap.add_argument("--patch", type=int, default=2, help="spatial patch edge")
   ap.add_argument("--pixel", action="store_true", help="pixels, not latents (try --patch=4)")
   ap.add_argument("--pos_embed", action="store_true")
+  ap.add_argument("--refiner", type=int, default=0, help="DiT text_refiner_depth")
   ap.add_argument("--conv_head", action="store_true",
                   help="the DiT emits 32 features a latent pixel; two 3x3 convs render them")
   ap.add_argument("--guidance", type=float, default=5.0)
@@ -205,13 +206,19 @@ def main() -> None:
   write = world.detailed_caption if a.level == "W" else caption
   ids, _ = c.tokenize([write(s) for s in swapped], c.text_max_len)
   e_swap = c.encode_text(jnp.asarray(ids), m_eval)
+  # Binding: the shapes of the objects exchanged (a bag of words reads the same caption).
+  bound = [dict(sc, objects=[dict(o, shape=p["shape"]) for o, p in
+                             zip(sc["objects"], sc["objects"][::-1])]) for sc in scenes]
+  ids, _ = c.tokenize([write(s) for s in bound], c.text_max_len)
+  e_bind = c.encode_text(jnp.asarray(ids), m_eval)
   print(f"data {tuple(x_train.shape)} in {time.time() - start:.1f}s; real images score "
         f"{score(images, scenes)}", flush=True)
 
   channels = x_train.shape[-1]
   dit = dit_lib.make_dit("tiny", depth=a.depth, width=a.width, in_channels=channels,
                          out_channels=32 if a.conv_head else channels,
-                         patch=(1, a.patch, a.patch), pos_embed=a.pos_embed)
+                         patch=(1, a.patch, a.patch), pos_embed=a.pos_embed,
+                         text_refiner_depth=a.refiner)
 
   class ConvHead(nn.Module):
     @nn.compact
@@ -280,9 +287,13 @@ def main() -> None:
       ratios = [float(probe(ema, e_swap, t, jax.random.key(7)) / probe(ema, e_eval, t,
                                                                      jax.random.key(7)))
                 for t in (0.5, 0.7, 0.9)]
+      bind = [float(probe(ema, e_bind, t, jax.random.key(7)) / probe(ema, e_eval, t,
+                                                                   jax.random.key(7)))
+              for t in (0.5, 0.7, 0.9)]
       color, shape, whole = score(generate(ema), scenes)
       print(f"step {i} {time.time() - start:.0f}s loss {np.mean(losses[-10:]):.4f} "
             f"shape-swapped x{ratios[0]:.3f} / {ratios[1]:.3f} / {ratios[2]:.3f} "
+            f"bind-swapped x{bind[0]:.3f} / {bind[1]:.3f} / {bind[2]:.3f} "
             f"color {color:.2f} shape {shape:.2f} all shapes {whole:.2f}", flush=True)
 
 

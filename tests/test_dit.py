@@ -131,6 +131,33 @@ def test_position_embedding_tells_identical_tokens_apart(small):
   assert e.shape == (48, 32) and len({tuple(r) for r in e.round(5)}) == 48
 
 
+def test_text_refiner_reads_word_order_and_ignores_padding():
+  """Cross-attention alone reads text as a set: swapping two tokens changes nothing. The text
+  refiner (RoPE over token order) makes order matter, and padding still does not."""
+  x, t, text, mask = _video_inputs(text_len=5)
+  mask = jnp.ones_like(mask).at[0, 3:].set(False)
+  swapped = text.at[:, 0].set(text[:, 2]).at[:, 2].set(text[:, 0])
+  for depth in (0, 2):
+    m = dit_lib.DiT(**SMALL, scan_layers=False, text_refiner_depth=depth)
+    params = _random_params(jax.eval_shape(m.init, jax.random.key(0), x, t, text, mask))
+    assert ("text_refiner" in params["params"]) == bool(depth)
+    fwd = jax.jit(lambda text, mask: m.apply(params, x, t, text, mask))
+    out = fwd(text, mask)
+    change = float(jnp.abs(fwd(swapped, mask) - out).max())
+    assert change > 1e-2 if depth else change < 1e-5
+    padded = jnp.concatenate([text.at[0, 3:].set(7.0), jnp.full((2, 3, 8), -2.0)], axis=1)
+    out2 = fwd(padded, jnp.concatenate([mask, jnp.zeros((2, 3), bool)], axis=1))
+    np.testing.assert_allclose(out2, out, atol=1e-5)
+
+
+def test_text_positions_restart_at_every_segment():
+  np.testing.assert_array_equal(dit_lib.text_positions(4, None)[0, :, 0], [0, 1, 2, 3])
+  seg = jnp.array([[1, 1, 1, 2, 2, 3], [0, 0, 0, 0, 0, 0]])
+  pos = np.asarray(dit_lib.text_positions(6, seg))
+  np.testing.assert_array_equal(pos[..., 0], [[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]])
+  assert not pos[..., 1:].any()
+
+
 def _stack_blocks(loop_params, depth):
   p = dict(loop_params)
   blocks = [p.pop(f"block_{i}") for i in range(depth)]

@@ -185,6 +185,52 @@ class Block(nn.Module):
     return x, None
 
 
+def text_positions(length: int, segment_ids: Optional[Array]) -> Array:
+  """(i, 0, 0) for the i-th token of each text [B|1, L, 3]: i restarts at every segment."""
+  idx = jnp.arange(length, dtype=jnp.int32)[None]
+  if segment_ids is not None:
+    first = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                             segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    idx = idx - jax.lax.cummax(jnp.where(first, idx, 0), axis=1)
+  return jnp.stack([idx, jnp.zeros_like(idx), jnp.zeros_like(idx)], -1)
+
+
+class TextRefiner(nn.Module):
+  """Pre-norm self-attention blocks over the projected text tokens, trained with the DiT.
+
+  A frozen encoder's tokens may not say which words belong together (a T5 at its random
+  init mixes them almost uniformly), and cross-attention reads them as a bag of words: "a red
+  circle moves left and a blue square moves up" then cannot say which object goes where.
+  These blocks (1D RoPE over token order, the text mask) let the diffusion loss teach the
+  tokens their clauses (HunyuanVideo's token refiner, without its timestep conditioning, so
+  the refined tokens are the same at every sampling step).
+  """
+  depth: int
+  num_heads: int
+  mlp_hidden: int
+  qk_norm: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, txt: Array, text_mask: Array, segment_ids: Optional[Array]) -> Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    d = txt.shape[-1]
+    cos, sin = rope_3d(text_positions(txt.shape[1], segment_ids), d // self.num_heads)
+    for i in range(self.depth):
+      h = layers.RMSNorm(name=f"attention_norm_{i}", **kw)(txt)
+      h = layers.MultiHeadAttention(
+          self.num_heads, d // self.num_heads, qk_norm=self.qk_norm, implementation="xla",
+          q_length_axis="text_length", kv_length_axis="text_length", name=f"attention_{i}",
+          **kw)(h, rope=(cos, sin), q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
+                kv_mask=text_mask)
+      txt = txt + h
+      h = layers.RMSNorm(name=f"mlp_norm_{i}", **kw)(txt)
+      txt = txt + layers.Mlp(self.mlp_hidden, gated=False, name=f"mlp_{i}", **kw)(h)
+      txt = layers.constrain(txt, ("batch", "text_length", "embed"))
+    return txt
+
+
 class DiT(nn.Module):
   """Diffusion transformer over latent video; see the module docstring.
 
@@ -204,6 +250,7 @@ class DiT(nn.Module):
   rope_theta: float = 10000.0
   use_fps: bool = True
   pos_embed: bool = False  # Also add `position_embedding` to the tokens (besides RoPE).
+  text_refiner_depth: int = 0  # `TextRefiner` blocks over the text tokens (0: none).
   scan_layers: bool = True
   # Layers per scan iteration; 0: all of them on CPU (straight-line code: inside a loop XLA's
   # CPU weight-gradient kernels are slow; docs/benchmarks.md), one elsewhere (compile time).
@@ -277,6 +324,10 @@ class DiT(nn.Module):
         nn.gelu(txt, approximate=True))
     txt = layers.constrain(txt, ("batch", "text_length", "embed"))
     text_mask = text_mask.astype(bool)
+    if self.text_refiner_depth:
+      txt = TextRefiner(self.text_refiner_depth, self.num_heads,
+                        int(round(d * self.mlp_ratio)), qk_norm=self.qk_norm,
+                        name="text_refiner", **kw)(txt, text_mask, text_segment_ids)
 
     cos, sin = rope_3d(positions, d // self.num_heads, self.rope_theta)
     block_kw = dict(width=d, num_heads=self.num_heads,

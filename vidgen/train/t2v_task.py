@@ -41,7 +41,7 @@ from vidgen.models import text as text_lib
 
 _DIT_FIELDS = ("width", "depth", "num_heads", "mlp_ratio", "patch", "qk_norm", "rope_theta",
                "use_fps", "pos_embed", "scan_layers", "scan_unroll", "remat", "attention",
-               "block_size")
+               "block_size", "text_refiner_depth")
 
 
 def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
