@@ -3,6 +3,8 @@
   python benchmarks/dit_step.py                       # counts + tiny and 30M on this machine
   python benchmarks/dit_step.py --variants=tiny,30M --batch=2 --latent=5,16,16,8 --steps=5
   python benchmarks/dit_step.py --variants=130M --dtype=bfloat16 --attention=cudnn  # GPU
+  python benchmarks/dit_step.py --variants=tiny --no_counts --cached_text --depth=4 \
+      --batch=16 --latent=3,8,8,8 --text_len=48 --refiner=2 --steps=10  # the main job's step
 
 Counts use jax.eval_shape (nothing allocated). A step is loss + gradients + an AdamW update
 of the DiT and the jointly trained text encoder, jitted; the time is the median of `--steps`
@@ -83,6 +85,44 @@ def bench(variant: str, args) -> None:
   print(line, f"[{jax.devices()[0].device_kind}, {args.dtype}, attention={args.attention}]")
 
 
+def bench_cached_text(variant: str, args) -> None:
+  """The main job's step: the DiT alone (AdamW) on given latents and fixed text features (a
+  frozen encoder's, cached), so the text encoder costs nothing; `--refiner` adds
+  `text_refiner_depth` blocks. Velocity MSE at t = 0.5; the time is the median of --steps."""
+  depth = {"depth": args.depth} if args.depth else {}
+  model = dit_lib.make_dit(variant, in_channels=args.latent[-1],
+                           text_refiner_depth=args.refiner, **depth)
+  b, rng = args.batch, np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((b,) + args.latent), jnp.float32)
+  t = jnp.full((b,), 0.5)
+  text = jnp.asarray(rng.standard_normal((b, args.text_len, 128)), jnp.float32)
+  mask = jnp.ones((b, args.text_len), bool)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), x, t, text, mask))
+  tx = optax.adamw(1e-4)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt):
+    loss, g = jax.value_and_grad(
+        lambda p: jnp.mean(jnp.square(model.apply(p, x, t, text, mask) - x)))(params)
+    updates, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  params, opt, loss = step(params, opt)
+  loss.block_until_ready()
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    params, opt, loss = step(params, opt)
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t0)
+  n_tok = int(np.prod(args.latent[:3])) // int(np.prod(model.patch))
+  print(f"{variant} depth {model.depth}, text refiner {args.refiner}, cached text "
+        f"[{b}, {args.text_len}, 128]: batch {b} x {n_tok} tokens, step "
+        f"{statistics.median(times) * 1e3:.0f} ms (median of {len(times)}) "
+        f"[{jax.devices()[0].device_kind}]")
+
+
 def main() -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--variants", default="tiny,30M")
@@ -96,13 +136,17 @@ def main() -> None:
   p.add_argument("--remat", default="none")
   p.add_argument("--peak", type=float, default=0.0, help="peak TFLOP/s for MFU")
   p.add_argument("--no_counts", action="store_true")
+  p.add_argument("--cached_text", action="store_true",
+                 help="the DiT alone on fixed text features (the main job's step)")
+  p.add_argument("--refiner", type=int, default=0, help="with --cached_text: text refiner")
+  p.add_argument("--depth", type=int, default=None, help="with --cached_text: DiT depth")
   args = p.parse_args()
   args.latent = tuple(int(v) for v in args.latent.split(","))
   if not args.no_counts:
     count_all(args.latent, 8)
   for v in args.variants.split(","):
     if v:
-      bench(v, args)
+      (bench_cached_text if args.cached_text else bench)(v, args)
 
 
 if __name__ == "__main__":

@@ -102,12 +102,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # direction reached 0.11 after 6000 steps against 0.44 frozen (docs/benchmarks.md).
   c.t2v.model.text.frozen = True
   c.t2v.model.text.cached = True
-  # Two text refiner blocks (dit.TextRefiner, trained with the transformer) over the frozen
-  # tokens: the frozen T5 gives a word the same features whatever its neighbours (cosine
-  # 0.9996 for "red" in "red circle ... blue square" and "red square ... blue circle"), so
-  # without them "which object is which shape, and goes where" cannot be read from two-object
-  # captions (session 17's toy: the loss under shapes exchanged between objects is x1.000).
-  c.t2v.model.text_refiner_depth = 2
+  # No text refiner (dit.TextRefiner): the frozen T5 gives a word the same features whatever
+  # its neighbours (cosine 0.9996 for "red" in "red circle ... blue square" and "red square
+  # ... blue circle"), so this model cannot tell which object of a two-object caption goes
+  # where (exchanging their motions in the caption changes its loss x1.000). Two refiner blocks
+  # learn that binding (x1.03-1.07 in session 17's main job) but cost 15 % of the hour's
+  # steps, and its oracle figures were no better (docs/benchmarks.md, "Session 17"). Two-object
+  # captions need them at any budget: --config.t2v.model.text_refiner_depth=2.
+  c.t2v.model.text_refiner_depth = 0
   c.t2v.train.lr = 2e-3  # With a frozen text encoder (the toys of session 16).
   # Conditioning modes (none, first, last, first_last, first_k, last_k, random): half the
   # clips give their first latent frame. Direction words matter most there: where the object
@@ -175,7 +177,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.t2v.model.patch = (1, 2, 2)
     c.t2v.model.dtype = "bfloat16"
     c.t2v.model.text.frozen = c.t2v.model.text.cached = True
-    c.t2v.model.text_refiner_depth = 2
+    c.t2v.model.text_refiner_depth = 2  # Binding two-object captions (see above).
     c.t2v.train.lr = 3e-4
     c.t2v.train.steps = 100000
     c.budget_minutes = 20.0  # Not yet run: no accelerator has been lent to this project.
@@ -191,6 +193,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.vae.train.steps = 4
     c.t2v.buckets, c.t2v.bucket_weights = [(9, 32, 32, 2)], []
     c.t2v.train.steps = 4
+    c.t2v.model.text_refiner_depth = 1  # Trained, exported and sampled end to end.
     for stage in (c.vae, c.t2v):
       stage.train.warmup_steps = 1
       stage.train.checkpoint_every = 2
