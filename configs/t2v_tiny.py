@@ -20,6 +20,9 @@ The tiny T5 text encoder is trained jointly; `--config.model.text.checkpoint=DIR
 pretrained T5 v1.1 / umT5 encoder (safetensors) and freezes it, `--config.model.text.frozen=True`
 freezes the tiny one at its random init (the main job's default), and with either
 `--config.model.text.cached=True` takes its embeddings from `vidgen data cache` too.
+A frozen random encoder reads a caption as a set of words; `--config.model.text_refiner_depth=2`
+adds self-attention blocks over the token order, trained with the DiT, that bind each
+object's words to it (docs/benchmarks.md, "Session 17").
 """
 import ml_collections
 

@@ -6,6 +6,8 @@ and run through `depth` blocks of
   adaLN(x) -> self-attention over all spacetime tokens (3D RoPE, QK RMS-norm, segment ids)
   -> cross-attention to the text tokens (text padding mask) -> adaLN(x) -> MLP,
 with adaLN-Zero modulation (shift, scale, gate) from the timestep and frame-rate embedding.
+The text tokens are projected to the width and, with `text_refiner_depth`, refined by
+self-attention blocks over their order (`TextRefiner`) before the blocks read them.
 The timestep may differ per latent frame (conditioning frames have t = 0), so modulation
 is computed per frame and broadcast to that frame's tokens; the shared projection
 (PixArt-alpha / Wan "adaLN-single") plus a learned per-block table keeps that cheap.
