@@ -7,6 +7,8 @@
       --given=none --split=test --caption=0 --all_clips    # text to image, every scene
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --strengths= --bind --caption=0
       # two-object clips: does the model bind each motion to its object?
+  .venv/bin/python benchmarks/direction_probe.py --bundle=B --i2v --caption=0 --clips=64
+      # image to video from the real first frames: direction per object, by object count
 
 Takes the clips (of the first --clips of --split, default heldout) with one object moving
 left, right, up or down, restyles each (noised to `strength`, then denoised) with its short
@@ -95,6 +97,24 @@ def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int, *,
   return out
 
 
+def i2v_directions(pipe: Pipeline, clips: list, steps: int, guidance: float, seed: int,
+                   caption: int) -> dict:
+  """Image to video from each clip's real first frame under captions[caption]: the fraction
+  of moving objects whose measured direction is theirs, for one- and two-object clips."""
+  right, total = collections.Counter(), collections.Counter()
+  for clip in clips:
+    video = pipe.image_to_video([clip["captions"][caption]], clip["video"][:1], steps=steps,
+                                guidance=guidance, seed=seed).video
+    scored = oracle.score_clip(np.asarray(video)[0], clip["metadata"], details=True)
+    group = f"{len(clip['metadata']['objects'])} objects"
+    for obj in scored["details"]["objects"]:
+      if obj.get("direction") is not None:
+        total[group] += 1
+        right[group] += bool(obj["direction"])
+  return {g: {"objects": total[g], "direction": round(right[g] / total[g], 3)}
+          for g in sorted(total)}
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--bundle", required=True)
@@ -113,12 +133,19 @@ def main() -> None:
   ap.add_argument("--bind", action="store_true",
                   help="the loss gap over two-object clips whose objects move differently, "
                        "with 'bind': their motions exchanged in the caption (--caption 0 or 1)")
+  ap.add_argument("--i2v", action="store_true",
+                  help="only: image to video from the real first frame of every clip, "
+                       "per-object direction by number of objects")
   args = ap.parse_args()
 
   pipe = Pipeline.load(args.bundle)
   frames, height, width = args.frames or pipe.c.frames, pipe.c.height, pipe.c.width
   spec = commands.VideoSpec(frames=frames, height=height, width=width, fps=pipe.c.fps)
   every = commands.world_prompts(args.split, args.clips, spec)
+  if args.i2v:
+    result = i2v_directions(pipe, every, args.steps, args.guidance, args.seed, args.caption)
+    print(json.dumps({"bundle": args.bundle, "split": args.split, "i2v": result}))
+    return
   clips = [c for c in every if len(c["metadata"]["objects"]) == 1
            and c["metadata"]["objects"][0]["direction"] in OPPOSITE]
   gap_clips = every if args.all_clips else clips

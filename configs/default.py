@@ -106,9 +106,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # its neighbours (cosine 0.9996 for "red" in "red circle ... blue square" and "red square
   # ... blue circle"), so this model cannot tell which object of a two-object caption goes
   # where (exchanging their motions in the caption changes its loss x1.000). Two refiner blocks
-  # learn that binding (x1.03-1.07 in session 17's main job) but cost 15 % of the hour's
-  # steps, and its oracle figures were no better (docs/benchmarks.md, "Session 17"). Two-object
-  # captions need them at any budget: --config.t2v.model.text_refiner_depth=2.
+  # learn that binding in the loss (x1.03-1.07 in session 17's main job) but cost 15 % of the
+  # hour's steps and read direction words less: one object moved its caption's way from real
+  # first frames 0.43 of the time against 0.82 without (docs/benchmarks.md, "Session 17").
+  # Two-object captions need some such path at any budget: --config.t2v.model.text_refiner_depth=2.
   c.t2v.model.text_refiner_depth = 0
   c.t2v.train.lr = 2e-3  # With a frozen text encoder (the toys of session 16).
   # Conditioning modes (none, first, last, first_last, first_k, last_k, random): half the
