@@ -42,6 +42,18 @@ def count_all(latent_shape, text_len: int) -> None:
           f"{spec['text']:>14} {nt:>14,}")
 
 
+def time_steps(step, state: tuple, n: int) -> tuple[float, list[float]]:
+  """Runs `state = step(state, i)[:-1]` once (the first call: compile), then n timed times;
+  the last output (the loss) is waited for. Returns (first call s, [step s])."""
+  times = []
+  for i in range(n + 1):
+    t0 = time.perf_counter()
+    *state, loss = step(state, i)
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return times[0], times[1:]
+
+
 def bench(variant: str, args) -> None:
   task = t2v_task.T2VTask(t2v_task.cached_latent_config(
       variant, args.latent[-1], args.vocab, dtype=args.dtype, attention=args.attention,
@@ -63,16 +75,8 @@ def bench(variant: str, args) -> None:
     updates, opt = tx.update(g, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
-  t0 = time.perf_counter()
-  params, opt, loss = step(params, opt, jax.random.key(0))
-  loss.block_until_ready()
-  compile_s = time.perf_counter() - t0
-  times = []
-  for i in range(args.steps):
-    t0 = time.perf_counter()
-    params, opt, loss = step(params, opt, jax.random.key(i + 1))
-    loss.block_until_ready()
-    times.append(time.perf_counter() - t0)
+  compile_s, times = time_steps(lambda s, i: step(*s, jax.random.key(i)), (params, opt),
+                                args.steps)
   dt = statistics.median(times)
   flops = task.flops_per_step(batch)
   n_tok = int(np.prod(args.latent[:3])) // int(np.prod(task.model.patch))
@@ -108,14 +112,7 @@ def bench_cached_text(variant: str, args) -> None:
     updates, opt = tx.update(g, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
-  params, opt, loss = step(params, opt)
-  loss.block_until_ready()
-  times = []
-  for _ in range(args.steps):
-    t0 = time.perf_counter()
-    params, opt, loss = step(params, opt)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - t0)
+  _, times = time_steps(lambda s, i: step(*s), (params, opt), args.steps)
   n_tok = int(np.prod(args.latent[:3])) // int(np.prod(model.patch))
   print(f"{variant} depth {model.depth}, text refiner {args.refiner}, cached text "
         f"[{b}, {args.text_len}, 128]: batch {b} x {n_tok} tokens, step "

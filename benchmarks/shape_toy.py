@@ -284,12 +284,9 @@ def main() -> None:
       losses.append(float(loss))
     if i % a.eval_every == 0 or i == a.steps:
       ema = state[2]
-      ratios = [float(probe(ema, e_swap, t, jax.random.key(7)) / probe(ema, e_eval, t,
-                                                                     jax.random.key(7)))
-                for t in (0.5, 0.7, 0.9)]
-      bind = [float(probe(ema, e_bind, t, jax.random.key(7)) / probe(ema, e_eval, t,
-                                                                   jax.random.key(7)))
-              for t in (0.5, 0.7, 0.9)]
+      base = [probe(ema, e_eval, t, jax.random.key(7)) for t in (0.5, 0.7, 0.9)]
+      ratios, bind = ([float(probe(ema, e, t, jax.random.key(7)) / b)
+                       for t, b in zip((0.5, 0.7, 0.9), base)] for e in (e_swap, e_bind))
       color, shape, whole = score(generate(ema), scenes)
       print(f"step {i} {time.time() - start:.0f}s loss {np.mean(losses[-10:]):.4f} "
             f"shape-swapped x{ratios[0]:.3f} / {ratios[1]:.3f} / {ratios[2]:.3f} "
