@@ -5,6 +5,7 @@ batches are smaller than the 8 forced test devices).
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -225,3 +226,42 @@ def test_smoke_run_end_to_end_then_resume(own_tmp):
   assert more["skipped"] == ["data", "tokenizer", "vae", "vae_eval", "cache"]
   assert more["stages"]["t2v"]["resumed_from"] == 4
   assert more["stages"]["t2v"]["steps_run"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_stops_the_job_and_the_same_command_resumes(own_tmp):
+  """A trainer stopped by SIGTERM saves a checkpoint; the stage is not marked done and
+  nothing downstream (export, evaluation) runs on the half-trained weights."""
+  workdir = os.path.join(own_tmp, "run")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  long_t2v = "--config.t2v.train.steps=100000"
+  cmd = [sys.executable, "-m", "vidgen.main", "run", f"--workdir={workdir}",
+         f"--config={SMOKE}", long_t2v]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  in_t2v = False
+  for line in proc.stdout:  # The t2v trainer logs every 2 steps once its handler is set.
+    in_t2v = in_t2v or line.startswith("[t2v]")
+    if in_t2v and line.startswith("step 4:"):
+      proc.send_signal(signal.SIGTERM)
+      break
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 2, out[-3000:] + err[-3000:]
+  assert "run the same command again" in err
+  with open(os.path.join(workdir, "run_state.json")) as f:
+    stages = json.load(f)["stages"]
+  assert stages["vae"]["done"] and "t2v" not in stages and "export" not in stages
+  assert not os.path.exists(os.path.join(workdir, "bundle"))
+  stopped = run._latest_step(os.path.join(workdir, "t2v"))
+  assert 4 <= stopped < 100000
+
+  # The same job finishes from that checkpoint (a few more steps, so the test is short).
+  proc = _vidgen_run(workdir, f"--config.t2v.train.steps={stopped + 2}")
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["skipped"][:3] == ["data", "tokenizer", "vae"]
+  assert summary["stages"]["t2v"]["resumed_from"] == stopped
+  assert summary["stages"]["t2v"]["step"] == stopped + 2
+  assert os.path.isfile(os.path.join(summary["paths"]["bundle"], "manifest.json"))

@@ -273,6 +273,7 @@ class Job:
     task = get_task(cfg)
     cfg.train.steps = self.plan_steps("vae", cfg, self.vae_dir, task)
     summary = loop.train(cfg, self.vae_dir, task=task)
+    _check_finished(summary, self.vae_dir, cfg.train.steps)  # Before exporting anything.
     state = summary["final_state"]
     params = state.ema_params if cfg.train.ema_decay > 0 else state.params
     stale = os.path.join(vae_export_dir(self.workdir), vae_task.STATS_FILE)
@@ -329,6 +330,7 @@ class Job:
     task = get_task(cfg)
     cfg.train.steps = self.plan_steps("t2v", cfg, self.t2v_dir, task)
     summary = loop.train(cfg, self.t2v_dir, task=task)
+    _check_finished(summary, self.t2v_dir, cfg.train.steps)
     return {"workdir": self.t2v_dir, "vae_fingerprint": vae_key, **_train_info(summary)}
 
   def plan_steps(self, stage: str, cfg: ml_collections.ConfigDict, workdir: str,
@@ -359,6 +361,7 @@ class Job:
     print(f"[{stage}] timing {n} steps to fit {seconds / 60:.1f} minutes", flush=True)
     t0 = time.perf_counter()
     summary = loop.train(cfg, workdir, task=task, stop_at=start + n)
+    _check_finished(summary, workdir, min(start + n, cap))
     spent = time.perf_counter() - t0
     per_step = _seconds_per_step(workdir, after=start + cfg.train.log_every)
     per_step = per_step or spent / max(n, 1)
@@ -490,6 +493,15 @@ def _seconds_per_step(workdir: str, after: int) -> float | None:
         values.append(row["perf/seconds_per_step"])
   steady = [v for v in values if v <= 2 * min(values, default=0)]
   return float(sum(steady) / len(steady)) if steady else None
+
+
+def _check_finished(summary: dict, workdir: str, steps: int) -> None:
+  """A trainer stopped before `steps` (SIGTERM, a preemption) saved a checkpoint but is not
+  done: the job stops there, nothing downstream runs, and the same command resumes it."""
+  if int(summary["step"]) < steps:
+    raise VidgenError(f"training stopped at step {summary['step']} of {steps} (SIGTERM or a "
+                      f"preemption), its checkpoint saved in {workdir}; run the same command "
+                      "again to continue from there")
 
 
 def _train_info(summary: dict) -> dict:
