@@ -134,6 +134,20 @@ def test_large_recipe_is_valid_on_eight_devices():
   assert config.t2v.model.variant == "30M" and tuple(config.t2v.model.patch) == (1, 2, 2)
 
 
+def test_long_recipe_gives_the_transformer_the_extra_time():
+  default = run.resolve(config_lib.load(SMOKE.replace(":smoke", "")), "/tmp/w")
+  long = run.resolve(config_lib.load(SMOKE.replace(":smoke", ":long")), "/tmp/w")
+  eight = ("vae.buckets=[(9, 32, 32, 8), (1, 32, 32, 16)]",)  # Batches of 3 clips: not 8.
+  run.validate(run.resolve(config_lib.load(SMOKE.replace(":smoke", ":long"), eight), "/tmp/w"),
+               "/tmp/w")
+  assert long.budget_minutes <= 180  # Issue 8's bound for a longer CPU recipe.
+  minutes = lambda c, stage: c.budget_minutes * c.budget[f"{stage}_share"]
+  assert minutes(long, "vae") == pytest.approx(minutes(default, "vae"), rel=0.1)
+  assert minutes(long, "t2v") > 4 * minutes(default, "t2v")
+  # The step cap stays above what the budget buys at 0.05 s a step (twice this CPU's speed).
+  assert long.t2v.train.steps > minutes(long, "t2v") * 60 / 0.05
+
+
 def test_stage_is_done_only_with_outputs_and_same_settings(tmp_path):
   state = run.RunState(str(tmp_path))
   out = tmp_path / "out.txt"
