@@ -32,11 +32,16 @@ def own_tmp():
     yield path
 
 
-def _vidgen_run(workdir: str, *extra: str) -> subprocess.CompletedProcess:
+def _vidgen_cmd(workdir: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+  """`vidgen run` of the smoke recipe on one CPU device: (argv, environment)."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
-  cmd = [sys.executable, "-m", "vidgen.main", "run", f"--workdir={workdir}",
-         f"--config={SMOKE}", *extra]
+  return [sys.executable, "-m", "vidgen.main", "run", f"--workdir={workdir}",
+          f"--config={SMOKE}", *extra], env
+
+
+def _vidgen_run(workdir: str, *extra: str) -> subprocess.CompletedProcess:
+  cmd, env = _vidgen_cmd(workdir, *extra)
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -136,10 +141,9 @@ def test_large_recipe_is_valid_on_eight_devices():
 
 def test_long_recipe_gives_the_transformer_the_extra_time():
   default = run.resolve(config_lib.load(SMOKE.replace(":smoke", "")), "/tmp/w")
-  long = run.resolve(config_lib.load(SMOKE.replace(":smoke", ":long")), "/tmp/w")
   eight = ("vae.buckets=[(9, 32, 32, 8), (1, 32, 32, 16)]",)  # Batches of 3 clips: not 8.
-  run.validate(run.resolve(config_lib.load(SMOKE.replace(":smoke", ":long"), eight), "/tmp/w"),
-               "/tmp/w")
+  long = run.resolve(config_lib.load(SMOKE.replace(":smoke", ":long"), eight), "/tmp/w")
+  run.validate(long, "/tmp/w")
   assert long.budget_minutes <= 180  # Issue 8's bound for a longer CPU recipe.
   minutes = lambda c, stage: c.budget_minutes * c.budget[f"{stage}_share"]
   assert minutes(long, "vae") == pytest.approx(minutes(default, "vae"), rel=0.1)
@@ -247,11 +251,7 @@ def test_sigterm_mid_training_stops_the_job_and_the_same_command_resumes(own_tmp
   """A trainer stopped by SIGTERM saves a checkpoint; the stage is not marked done and
   nothing downstream (export, evaluation) runs on the half-trained weights."""
   workdir = os.path.join(own_tmp, "run")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_PLATFORMS"] = "cpu"
-  long_t2v = "--config.t2v.train.steps=100000"
-  cmd = [sys.executable, "-m", "vidgen.main", "run", f"--workdir={workdir}",
-         f"--config={SMOKE}", long_t2v]
+  cmd, env = _vidgen_cmd(workdir, "--config.t2v.train.steps=100000")
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   in_t2v = False
