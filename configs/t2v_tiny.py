@@ -22,7 +22,10 @@ freezes the tiny one at its random init (the main job's default), and with eithe
 `--config.model.text.cached=True` takes its embeddings from `vidgen data cache` too.
 A frozen random encoder reads a caption as a set of words; `--config.model.text_refiner_depth=2`
 adds self-attention blocks over the token order, trained with the DiT, that bind each
-object's words to it (docs/benchmarks.md, "Session 17").
+object's words to it (docs/benchmarks.md, "Session 17"). At no cost a step,
+`--config.model.text.relpos_slopes='(0.5,0.25,0.5,0.25)' --config.model.text.relpos_causal=True`
+starts the encoder's position bias local and causal instead, so that a frozen random encoder
+gives each word the words before it ("circle" in "a red circle" carries "red"; session 19).
 """
 import ml_collections
 

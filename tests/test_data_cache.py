@@ -253,6 +253,17 @@ def test_text_frozen_at_random_init_is_cached_and_keyed_by_seed(setup):
   other_emb = t2v_task.T2VTask(other).text(None, jnp.asarray(batch["tokens"]),
                                            jnp.asarray(batch["text_mask"]))
   assert float(jnp.abs(other_emb - emb).mean()) > 1e-2
+  local = frozen.copy_and_resolve_references()  # Another position-bias init: another cache.
+  local.model.text.relpos_slopes, local.model.text.relpos_causal = (0.5, 0.25, 0.5, 0.25), True
+  assert cache.text_dir(local) not in (text_dir, cache.text_dir(other))
+  local_task = t2v_task.T2VTask(local)
+  assert local_task.text_model.config.relative_attention_init_causal
+  local_emb = local_task.text(None, jnp.asarray(batch["tokens"]), jnp.asarray(batch["text_mask"]))
+  assert float(jnp.abs(local_emb - emb).mean()) > 1e-2
+  with_checkpoint = config.copy_and_resolve_references()  # A trained bias: nothing to start.
+  with_checkpoint.model.text.relpos_slopes = (0.5, 0.25, 0.5, 0.25)
+  with pytest.raises(VidgenError, match="drop one of them"):
+    t2v_task.frozen_text_encoder(with_checkpoint)
   joint = frozen.copy_and_resolve_references()
   joint.model.text.frozen = False  # Cached text of an encoder that trains: refused.
   with pytest.raises(VidgenError, match="text.frozen=True"):

@@ -150,6 +150,10 @@ def test_long_recipe_gives_the_transformer_the_extra_time():
   assert minutes(long, "t2v") > 4 * minutes(default, "t2v")
   # The step cap stays above what the budget buys at 0.05 s a step (twice this CPU's speed).
   assert long.t2v.train.steps > minutes(long, "t2v") * 60 / 0.05
+  # The local, causal text position bias binds two-object captions; the default (and its
+  # shipped bundle) keeps T5's.
+  assert long.t2v.model.text.relpos_causal and len(long.t2v.model.text.relpos_slopes) == 4
+  assert not default.t2v.model.text.relpos_slopes
 
 
 def test_stage_is_done_only_with_outputs_and_same_settings(tmp_path):

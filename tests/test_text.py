@@ -1,6 +1,9 @@
 """T5 encoder: the Hugging Face safetensors converter against a plain-numpy T5 forward."""
+import dataclasses
+import json
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -165,3 +168,51 @@ def test_scratch_init_attends_broadly():
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias
   assert 0.5 < float(jnp.std(logits)) < 2.0
   assert float(jnp.mean(jnp.max(jax.nn.softmax(logits, -1), -1))) < 0.5
+
+
+def _encode(config, tokens, seed=0):
+  module = text_lib.T5Encoder(config)
+  mask = jnp.ones(tokens.shape, bool)
+  variables = nn.meta.unbox(jax.jit(module.init)(jax.random.key(seed), tokens, mask))
+  return module.apply(variables, tokens, mask), variables
+
+
+def test_local_position_bias_init_binds_each_word_to_the_words_before_it():
+  """`relative_attention_init_slopes` starts the bias table at -slope * distance, and with
+  `relative_attention_init_causal` masks the words after each query: a word's feature then
+  changes with its neighbour (the frozen encoder binds "red" to the "circle" after it) and
+  not at all with the words after it. T5's own init barely tells the contexts apart."""
+  slopes = (0.5, 0.25, 0.5, 0.25)
+  local = text_lib.get_t5_config("tiny", vocab_size=512, relative_attention_init_slopes=slopes,
+                                 relative_attention_init_causal=True)
+  table = np.asarray(text_lib.local_bias_table(local))
+  # Exact buckets 0..7 are the distances 0..7 before the query; the other half is masked.
+  np.testing.assert_allclose(table[:8], -np.arange(8)[:, None] * np.asarray(slopes)[None])
+  assert (table[16:] == -1e4).all()
+  both = text_lib.get_t5_config("tiny", vocab_size=512, relative_attention_init_slopes=slopes)
+  assert np.isfinite(np.asarray(text_lib.local_bias_table(both))).all()
+
+  tokens = jax.random.randint(jax.random.key(1), (8, 24), 1, 512)
+  before = tokens.at[:, 9].set((tokens[:, 9] + 7) % 511 + 1)  # The word before position 10.
+  after = tokens.at[:, 14].set((tokens[:, 14] + 7) % 511 + 1)  # A word after it.
+  change = lambda a, b: float(jnp.linalg.norm(a[:, 10] - b[:, 10]) / jnp.linalg.norm(a[:, 10]))
+  x, variables = _encode(local, tokens)
+  np.testing.assert_allclose(variables["params"]["layers_0"]["relpos_bias"]["embedding"], table)
+  assert change(x, _encode(local, after)[0]) == 0.0  # Causal: later words do not reach it.
+  bound = change(x, _encode(local, before)[0])
+  t5 = text_lib.get_t5_config("tiny", vocab_size=512)
+  y = _encode(t5, tokens)[0]
+  assert bound > 0.3 and bound > 2.5 * change(y, _encode(t5, before)[0])  # 0.49 vs 0.13
+  assert change(y, _encode(t5, after)[0]) > 0.0
+  # From a bundle's JSON the slopes come back as a list; the config stays equal and hashable.
+  again = text_lib.T5Config(**json.loads(json.dumps(dataclasses.asdict(local))))
+  assert again == local and hash(again) == hash(local)
+
+
+def test_local_position_bias_init_refuses_bad_slopes():
+  with pytest.raises(ValueError, match="one slope >= 0 per head"):
+    text_lib.get_t5_config("tiny", relative_attention_init_slopes=(0.5, 0.25))
+  with pytest.raises(ValueError, match="one slope >= 0 per head"):
+    text_lib.get_t5_config("tiny", relative_attention_init_slopes=(0.5, -1.0, 0.5, 0.5))
+  with pytest.raises(ValueError, match="needs relative_attention_init_slopes"):
+    text_lib.get_t5_config("tiny", relative_attention_init_causal=True)

@@ -113,6 +113,8 @@ def text_key(config: ml_collections.ConfigDict) -> str:
     import jax
     stamp = {"random_init": int(text.get("seed", 0)), "jax": jax.__version__,
              "vocab": int(data.tokenizer.vocab_size)}
+    if text.get("relpos_slopes"):  # Only when set: earlier caches keep their keys.
+      stamp["relpos"] = [list(text.relpos_slopes), bool(text.get("relpos_causal", False))]
   return _digest({"v": VERSION, "root": os.path.abspath(datasets.dataset_root(data)),
                   "source": _data_identity(data)["source"],
                   "tokenizer": _file_digest(tokenizer), "max_len": data.tokenizer.max_len,

@@ -40,6 +40,23 @@ class T5Config:
   relative_attention_max_distance: int = 128
   per_layer_relpos: bool = False  # umT5: every layer has its own bias table.
   layer_norm_epsilon: float = 1e-6
+  # The position bias table's initialisation (training from scratch, or frozen at init; a
+  # checkpoint overwrites it). Empty: T5's (normal, std d_model^-0.5). Otherwise one slope
+  # m >= 0 per head: the bias is -m * distance, as ALiBi (each head attends mostly to nearby
+  # words), and with `relative_attention_init_causal` the later words are masked out
+  # (-1e4), so every word's feature takes in the words before it and none after.
+  relative_attention_init_slopes: tuple[float, ...] = ()
+  relative_attention_init_causal: bool = False
+
+  def __post_init__(self):  # From JSON the slopes come as a list; keep the config hashable.
+    object.__setattr__(self, "relative_attention_init_slopes",
+                       tuple(float(m) for m in self.relative_attention_init_slopes))
+    slopes = self.relative_attention_init_slopes
+    if slopes and (len(slopes) != self.num_heads or min(slopes) < 0):
+      raise ValueError(f"relative_attention_init_slopes={slopes}: give one slope >= 0 per "
+                       f"head ({self.num_heads}), or none for T5's initialisation")
+    if self.relative_attention_init_causal and not slopes:
+      raise ValueError("relative_attention_init_causal needs relative_attention_init_slopes")
 
 
 VARIANTS: dict[str, T5Config] = {
@@ -85,6 +102,21 @@ def relative_position_bucket(relative_position: np.ndarray | Array, num_buckets:
   return buckets + jnp.where(is_small, rel, large)
 
 
+def local_bias_table(config: T5Config) -> Array:
+  """[buckets, heads] table of -slope * distance (each bucket's nearest distance), and with
+  `relative_attention_init_causal` -1e4 for every bucket of a key after its query."""
+  c = config
+  dist = np.arange(-4 * c.relative_attention_max_distance, 4 * c.relative_attention_max_distance)
+  buckets = relative_position_bucket(dist, c.relative_attention_num_buckets,
+                                     c.relative_attention_max_distance)
+  nearest = jnp.full(c.relative_attention_num_buckets, jnp.inf).at[buckets].min(np.abs(dist))
+  nearest = jnp.where(jnp.isinf(nearest), 0.0, nearest)  # Buckets no offset reaches.
+  table = -jnp.asarray(c.relative_attention_init_slopes)[None, :] * nearest[:, None]
+  if c.relative_attention_init_causal:  # Buckets of positive offsets (key after query).
+    table = table.at[c.relative_attention_num_buckets // 2:].set(-1e4)
+  return table.astype(jnp.float32)
+
+
 class RelativePositionBias(nn.Module):
   """Bias [1, heads, L, L] from bucketed relative positions."""
   config: T5Config
@@ -97,10 +129,12 @@ class RelativePositionBias(nn.Module):
     buckets = relative_position_bucket(pos[None, :] - pos[:, None],
                                        c.relative_attention_num_buckets,
                                        c.relative_attention_max_distance)
-    # T5's initialisation (HF `T5PreTrainedModel._init_weights`) for training from scratch;
-    # pretrained checkpoints overwrite it.
-    table = self.param("embedding", layers.logical(nn.initializers.normal(c.d_model ** -0.5),
-                                                   (None, "heads")),
+    # T5's initialisation (HF `T5PreTrainedModel._init_weights`) for training from scratch,
+    # or the local one of `relative_attention_init_slopes`; pretrained checkpoints overwrite it.
+    init = nn.initializers.normal(c.d_model ** -0.5)
+    if c.relative_attention_init_slopes:
+      init = lambda key, shape, dtype: jnp.asarray(local_bias_table(c), dtype)
+    table = self.param("embedding", layers.logical(init, (None, "heads")),
                        (c.relative_attention_num_buckets, c.num_heads), self.param_dtype)
     bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [L, L, heads]
     return jnp.transpose(bias, (2, 0, 1))[None]

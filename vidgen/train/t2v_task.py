@@ -68,6 +68,12 @@ def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   # checkpoint: its fixed features serve the DiT's cross-attention, which learns to read them.
   c.text.frozen = False
   c.text.seed = 0
+  # The encoder's position bias at init (text.T5Config.relative_attention_init_*): one slope
+  # a head for a local, ALiBi-style bias (empty: T5's random one), and whether each word
+  # sees only the words before it. A frozen random encoder so initialised binds each word to
+  # its neighbours ("circle" in "a red circle" carries "red"); T5's barely depends on order.
+  c.text.relpos_slopes = ()
+  c.text.relpos_causal = False
   c.text.cached = False  # Frozen only: embeddings precomputed by `vidgen data cache`.
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.timestep_mean = 0.0  # logit-normal location
@@ -438,7 +444,9 @@ def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
   m = config.model
   variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
   return text_lib.T5Encoder(text_lib.get_t5_config(
-      variant, vocab_size=int(config.data.tokenizer.vocab_size)))
+      variant, vocab_size=int(config.data.tokenizer.vocab_size),
+      relative_attention_init_slopes=tuple(m.text.get("relpos_slopes", ())),
+      relative_attention_init_causal=bool(m.text.get("relpos_causal", False))))
 
 
 def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
@@ -446,6 +454,9 @@ def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
   `text.frozen` the random initialisation of seed `text.seed`; None when it trains jointly."""
   m = config.model
   if m.text.checkpoint:
+    if m.text.get("relpos_slopes") or m.text.get("relpos_causal"):
+      raise VidgenError("config.model.text.relpos_slopes / relpos_causal set how a position "
+                        "bias starts, but text.checkpoint loads a trained one: drop one of them")
     variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
     module, variables = text_lib.load_hf_t5_encoder(m.text.checkpoint, variant)
     return module, jax.tree.map(jnp.asarray, variables)
