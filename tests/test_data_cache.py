@@ -263,7 +263,7 @@ def test_text_frozen_at_random_init_is_cached_and_keyed_by_seed(setup):
   with_checkpoint = config.copy_and_resolve_references()  # A trained bias: nothing to start.
   with_checkpoint.model.text.relpos_slopes = (0.5, 0.25, 0.5, 0.25)
   with pytest.raises(VidgenError, match="drop one of them"):
-    t2v_task.frozen_text_encoder(with_checkpoint)
+    t2v_task.T2VTask(with_checkpoint)
   joint = frozen.copy_and_resolve_references()
   joint.model.text.frozen = False  # Cached text of an encoder that trains: refused.
   with pytest.raises(VidgenError, match="text.frozen=True"):

@@ -128,6 +128,13 @@ def test_bad_configs_are_refused(override, message):
     run.validate(config, "/tmp/w")
 
 
+def test_position_bias_init_with_a_checkpoint_is_refused_before_work_starts():
+  config = _resolved("t2v.model.text.checkpoint=/no/such/t5",
+                     "t2v.model.text.relpos_slopes=(0.5, 0.25, 0.5, 0.25)")
+  with pytest.raises(VidgenError, match="drop one of them"):
+    run.validate(config, "/tmp/w")
+
+
 def test_valid_smoke_config_passes():
   run.validate(_resolved(), "/tmp/w")
 

@@ -123,7 +123,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
          f"t2v.model.latent={t2v.model.latent!r}: the main job trains on the autoencoder's "
          "latents, cached ahead ('cached') or encoded every step ('vae'), or on 'pixel'")
   try:
-    t2v_task.check_text_cache(t2v.model)
+    t2v_task.check_text_config(t2v.model)
   except VidgenError as e:
     _check(False, f"t2v: {e}")
   if t2v.model.latent != "pixel":

@@ -432,7 +432,7 @@ def make_loader(config: ml_collections.ConfigDict, split: str, *, training: bool
                         "assignments; rerun `vidgen data cache`")
   if m.text.get("cached"):
     from vidgen.train import t2v_task
-    t2v_task.check_text_cache(m)
+    t2v_task.check_text_config(m)
     text_path = text_dir(config)
     manifest = read_manifest(text_path, "text embeddings")
     if split not in manifest["splits"]:

@@ -144,7 +144,7 @@ class T2VTask:
     else:
       raise VidgenError(f"config.model.latent={m.latent!r}: expected 'pixel', 'vae' or "
                         "'cached'")
-    check_text_cache(m)
+    check_text_config(m)
 
     # Text encoder: trained jointly, or frozen (pretrained, or at its random init).
     self.text_frozen = None
@@ -430,12 +430,16 @@ def text_is_frozen(m: ml_collections.ConfigDict) -> bool:
   return bool(m.text.checkpoint) or bool(m.text.get("frozen"))
 
 
-def check_text_cache(m: ml_collections.ConfigDict) -> None:
-  """Refuses cached text embeddings of a text encoder that trains (they would go stale)."""
+def check_text_config(m: ml_collections.ConfigDict) -> None:
+  """Refuses text settings that contradict each other: cached embeddings of an encoder that
+  trains (they would go stale), or a position-bias init for a checkpoint's trained bias."""
   if m.text.get("cached") and not text_is_frozen(m):
     raise VidgenError("config.model.text.cached=True needs a frozen text encoder: set "
                       "config.model.text.frozen=True (frozen at its random init) or "
                       "config.model.text.checkpoint, or cached=False")
+  if m.text.checkpoint and (m.text.get("relpos_slopes") or m.text.get("relpos_causal")):
+    raise VidgenError("config.model.text.relpos_slopes / relpos_causal set how a position "
+                      "bias starts, but text.checkpoint loads a trained one: drop one of them")
 
 
 def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
@@ -445,7 +449,7 @@ def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
   variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
   return text_lib.T5Encoder(text_lib.get_t5_config(
       variant, vocab_size=int(config.data.tokenizer.vocab_size),
-      relative_attention_init_slopes=tuple(m.text.get("relpos_slopes", ())),
+      relative_attention_init_slopes=m.text.get("relpos_slopes", ()),
       relative_attention_init_causal=bool(m.text.get("relpos_causal", False))))
 
 
@@ -454,9 +458,6 @@ def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
   `text.frozen` the random initialisation of seed `text.seed`; None when it trains jointly."""
   m = config.model
   if m.text.checkpoint:
-    if m.text.get("relpos_slopes") or m.text.get("relpos_causal"):
-      raise VidgenError("config.model.text.relpos_slopes / relpos_causal set how a position "
-                        "bias starts, but text.checkpoint loads a trained one: drop one of them")
     variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
     module, variables = text_lib.load_hf_t5_encoder(m.text.checkpoint, variant)
     return module, jax.tree.map(jnp.asarray, variables)
