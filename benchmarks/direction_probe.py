@@ -9,6 +9,8 @@
       # two-object clips: does the model bind each motion to its object?
   .venv/bin/python benchmarks/direction_probe.py --bundle=B --i2v --caption=0 --clips=64
       # image to video from the real first frames: direction per object, by object count
+  .venv/bin/python benchmarks/direction_probe.py --bundle=B --i2v --alone --caption=0 \
+      --split=test --clips=160   # and each of two objects under a caption naming it alone
 
 Takes the clips (of the first --clips of --split, default heldout) with one object moving
 left, right, up or down, restyles each (noised to `strength`, then denoised) with its short
@@ -98,19 +100,40 @@ def loss_gap(pipe: Pipeline, clips: list, times: list[float], seed: int, *,
 
 
 def i2v_directions(pipe: Pipeline, clips: list, steps: int, guidance: float, seed: int,
-                   caption: int) -> dict:
+                   caption: int, alone: bool = False) -> dict:
   """Image to video from each clip's real first frame under captions[caption]: the fraction
-  of moving objects whose measured direction is theirs, for one- and two-object clips."""
+  of moving objects whose measured direction is theirs, for one- and two-object clips.
+
+  alone: also, for two-object clips whose objects move differently, each object under a
+  caption that describes only it (the other object is in the first frame, unnamed), scored
+  for that object: what binding the caption's motions to their objects costs.
+  """
   right, total = collections.Counter(), collections.Counter()
+
+  def generate(text: str, clip: dict) -> list:
+    video = pipe.image_to_video([text], clip["video"][:1], steps=steps, guidance=guidance,
+                                seed=seed).video
+    return oracle.score_clip(np.asarray(video)[0], clip["metadata"],
+                             details=True)["details"]["objects"]
+
+  def count(group: str, obj: dict) -> None:
+    if obj.get("direction") is not None:
+      total[group] += 1
+      right[group] += bool(obj["direction"])
+
+  write = (world.detailed_caption, world.short_caption)[min(caption, 1)]
   for clip in clips:
-    video = pipe.image_to_video([clip["captions"][caption]], clip["video"][:1], steps=steps,
-                                guidance=guidance, seed=seed).video
-    scored = oracle.score_clip(np.asarray(video)[0], clip["metadata"], details=True)
-    group = f"{len(clip['metadata']['objects'])} objects"
-    for obj in scored["details"]["objects"]:
-      if obj.get("direction") is not None:
-        total[group] += 1
-        right[group] += bool(obj["direction"])
+    objects = clip["metadata"]["objects"]
+    scored = generate(clip["captions"][caption], clip)
+    differ = len(objects) == 2 and len({o["direction"] for o in objects}) == 2
+    for obj in scored:
+      count(f"{len(objects)} objects", obj)
+      if alone and differ:
+        count("2 objects moving differently", obj)
+    if alone and differ:
+      for i, obj in enumerate(objects):
+        count("2 objects moving differently, each described alone",
+              generate(write(dict(clip["metadata"], objects=[obj])), clip)[i])
   return {g: {"objects": total[g], "direction": round(right[g] / total[g], 3)}
           for g in sorted(total)}
 
@@ -136,6 +159,8 @@ def main() -> None:
   ap.add_argument("--i2v", action="store_true",
                   help="only: image to video from the real first frame of every clip, "
                        "per-object direction by number of objects")
+  ap.add_argument("--alone", action="store_true",
+                  help="with --i2v: two-object clips also under each object's own caption")
   args = ap.parse_args()
 
   pipe = Pipeline.load(args.bundle)
@@ -143,7 +168,8 @@ def main() -> None:
   spec = commands.VideoSpec(frames=frames, height=height, width=width, fps=pipe.c.fps)
   every = commands.world_prompts(args.split, args.clips, spec)
   if args.i2v:
-    result = i2v_directions(pipe, every, args.steps, args.guidance, args.seed, args.caption)
+    result = i2v_directions(pipe, every, args.steps, args.guidance, args.seed, args.caption,
+                            args.alone)
     print(json.dumps({"bundle": args.bundle, "split": args.split, "i2v": result}))
     return
   clips = [c for c in every if len(c["metadata"]["objects"]) == 1
