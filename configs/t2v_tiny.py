@@ -26,6 +26,9 @@ object's words to it (docs/benchmarks.md, "Session 17"). At no cost a step,
 `--config.model.text.relpos_slopes='(0.5,0.25,0.5,0.25)' --config.model.text.relpos_causal=True`
 starts the encoder's position bias local and causal instead, so that a frozen random encoder
 gives each word the words before it ("circle" in "a red circle" carries "red"; session 19).
+`--config.model.text.clause_bags=True` follows each word's feature with the bag of the token
+embeddings of its clause (clauses end at '.', ',' and ';'), so every word of "a small
+red circle moves to the left" carries the whole clause; the text is twice as wide (sessions 21 and 22).
 """
 import ml_collections
 

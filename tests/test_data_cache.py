@@ -270,3 +270,39 @@ def test_text_frozen_at_random_init_is_cached_and_keyed_by_seed(setup):
     t2v_task.T2VTask(joint)
   with pytest.raises(VidgenError, match="frozen encoder"):
     cache.write_text(joint)
+
+
+def test_clause_bags_are_cached_at_twice_the_width(setup, monkeypatch):
+  """`model.text.clause_bags`: the frozen encoder's features followed by each token's clause
+  bag. Its own cache key, which changes with the clause ends; cached embeddings equal the
+  task's encoding; the boundaries are the tokenizer's clause-ending pieces; the transformer
+  reads the wider text."""
+  config, _ = setup
+  frozen = config.copy_and_resolve_references()
+  frozen.model.text.checkpoint, frozen.model.text.frozen = "", True
+  bags = frozen.copy_and_resolve_references()
+  bags.model.text.clause_bags = True
+  text_dir = cache.write_text(bags, log=lambda *_: None)
+  assert text_dir != cache.text_dir(frozen)
+  tok = Tokenizer(data_config.tokenizer_path(bags.data))
+  ends = tok.clause_boundaries()
+  ids = tok.encode(["a red circle moves up and to the left. a blue square, and"], 32)[0][0]
+  pieces = [tok._sp.id_to_piece(int(i)) for i in ids[ids != 0]]
+  is_end = [int(i) in ends for i in ids[ids != 0]]
+  assert "\u2581and" in pieces  # 'and' joins "up and to the left": not a clause end.
+  assert is_end == [p in (".", ",", "</s>") for p in pieces] and sum(is_end) == 3
+  from vidgen.data import tokenizer as tok_lib
+  monkeypatch.setattr(tok_lib, "CLAUSE_ENDS", tok_lib.CLAUSE_ENDS + ("\u2581and",))
+  assert tok.clause_boundaries() != ends and cache.text_dir(bags) != text_dir
+  monkeypatch.undo()
+  task = t2v_task.T2VTask(bags)
+  assert task.text_model.config.clause_boundaries == ends
+  batch = next(cache.make_train_iterator(bags, process_index=0, process_count=1))
+  assert batch["text_embeddings"].shape[-1] == 2 * task.text_model.config.d_model
+  emb = task.text(None, jnp.asarray(batch["tokens"]), jnp.asarray(batch["text_mask"]))
+  np.testing.assert_allclose(batch["text_embeddings"], np.asarray(emb), rtol=1e-4, atol=1e-4)
+  plain = t2v_task.T2VTask(frozen).text(None, jnp.asarray(batch["tokens"]),
+                                         jnp.asarray(batch["text_mask"]))
+  np.testing.assert_allclose(np.asarray(emb)[..., :plain.shape[-1]], plain, atol=1e-5)
+  params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch))
+  assert params["dit"]["text_proj_0"]["kernel"].shape[0] == emb.shape[-1]

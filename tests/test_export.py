@@ -302,16 +302,19 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   assert rc == 2 and "no bundle directory" in capsys.readouterr().err
 
 
-def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("clause_bags", [False, True])
+def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsys, clause_bags):
   """A checkpoint as the trainer writes it (configs/t2v_tiny.py, pixel latents) exports to a
   bundle whose model gives the task's own velocity from the EMA params; --step picks an older
-  kept checkpoint."""
+  kept checkpoint. With `text.clause_bags` the bundle's encoder adds the same clause bags
+  (twice the text width)."""
   import orbax.checkpoint as ocp
   from vidgen import config as config_lib
   from vidgen.train import checkpoint as ckpt
   from vidgen.train.tasks import get_task
   config = config_lib.load("configs/t2v_tiny.py:tiny,pixel",
-                           ["model.depth=1", "model.width=32", "model.num_heads=2"])
+                           ["model.depth=1", "model.width=32", "model.num_heads=2",
+                            f"model.text.clause_bags={clause_bags}"])
   tok_path = tok_lib.train(CAPTIONS, str(tmp_path / "tok" / "tokenizer.model"), 64)
   config.data.tokenizer.path = tok_path
   task = get_task(config)
@@ -357,6 +360,8 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsy
   emb = pipe.c.encode_text(jnp.asarray(ids), jnp.asarray(mask))
   want_emb = task.text(ema, jnp.asarray(ids), jnp.asarray(mask))
   np.testing.assert_allclose(emb, want_emb, atol=1e-5)
+  assert emb.shape[-1] == task.text_model.config.d_model * (2 if clause_bags else 1)
+  assert bool(task.text_model.config.clause_boundaries) == clause_bags
   want = task.velocity(ema, x, t, want_emb, jnp.asarray(mask), jnp.full((1,), 8.0))
   got = pipe.c.velocity(pipe.c.velocity_params, x, t, emb, jnp.asarray(mask))
   np.testing.assert_allclose(got, want, atol=1e-5)

@@ -216,3 +216,39 @@ def test_local_position_bias_init_refuses_bad_slopes():
     text_lib.get_t5_config("tiny", relative_attention_init_slopes=(0.5, -1.0, 0.5, 0.5))
   with pytest.raises(ValueError, match="needs relative_attention_init_slopes"):
     text_lib.get_t5_config("tiny", relative_attention_init_causal=True)
+
+
+def test_clause_bags_bind_each_clauses_words():
+  """`clause_bags`: every token gets the bag (sum / sqrt n) of its clause's token embeddings.
+  Two captions with the same words but the motions bound to the other objects have the same
+  bag of words over the whole caption, and different clause bags at every object token."""
+  # Ids: 2 EOS, 3 '.', 4 ';'; words: 10 red, 11 blue, 12 circle, 13 square, 14 left, 15 up.
+  ends = (2, 3, 4)
+  first = jnp.asarray([[10, 12, 14, 3, 11, 13, 15, 2, 0, 0],  # red circle left . blue square up
+                       [10, 12, 15, 4, 11, 13, 14, 2, 0, 0]])  # ... up ; blue square left
+  mask = first != 0
+  table = jax.random.normal(jax.random.key(0), (20, 8))
+  bag = np.asarray(text_lib.clause_bags(table[first], first, mask, ends))
+  t = np.asarray(table)
+  np.testing.assert_allclose(bag[0, 0], (t[10] + t[12] + t[14]) / np.sqrt(3), rtol=1e-5)
+  np.testing.assert_allclose(bag[0, 3], bag[0, 0])  # The '.' ends (and belongs to) clause 1.
+  np.testing.assert_allclose(bag[0, 5], (t[11] + t[13] + t[15]) / np.sqrt(3), rtol=1e-5)
+  np.testing.assert_allclose(bag[0, 7], bag[0, 5])
+  assert (bag[:, 8:] == 0).all()  # Padding.
+  whole = lambda row: t[np.asarray(first[row])[np.asarray(mask[row])]].sum(0)
+  np.testing.assert_allclose(whole(0) - t[3], whole(1) - t[4], rtol=1e-5)  # Same words...
+  assert np.linalg.norm(bag[0, 0] - bag[1, 0]) > 1
+  assert np.linalg.norm(bag[0, 5] - bag[1, 5]) > 1  # ...bound otherwise.
+
+  plain = text_lib.get_t5_config("tiny", vocab_size=20)
+  bags = dataclasses.replace(plain, clause_boundaries=ends)
+  assert bags.output_dim == 2 * plain.d_model == 256
+  variables = nn.meta.unbox(text_lib.T5Encoder(bags).init(jax.random.key(0), first, mask))
+  x = text_lib.T5Encoder(bags).apply(variables, first, mask)
+  y = text_lib.T5Encoder(plain).apply(variables, first, mask)
+  np.testing.assert_allclose(np.asarray(x[..., :128]), np.asarray(y), rtol=1e-5, atol=1e-6)
+  embed = variables["params"]["token_embed"]["embedding"]
+  want = text_lib.clause_bags(jnp.asarray(embed)[first], first, mask, ends)
+  np.testing.assert_allclose(np.asarray(x[..., 128:]), np.asarray(want), rtol=1e-5, atol=1e-6)
+  again = text_lib.T5Config(**json.loads(json.dumps(dataclasses.asdict(bags))))
+  assert again == bags and hash(again) == hash(bags)

@@ -315,7 +315,7 @@ def build_components(bundle: Bundle, dtype: str | None = None, mesh: Any = None,
   pt, ph, pw = dit.patch
   text_params = to_dev("text", text, jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), bool))
   dit_params = to_dev("dit", dit, jnp.zeros((1, pt, ph, pw, dit.in_channels)),
-                      jnp.zeros((1, pt)), jnp.zeros((1, 1, t5.d_model)), jnp.ones((1, 1), bool),
+                      jnp.zeros((1, pt)), jnp.zeros((1, 1, t5.output_dim)), jnp.ones((1, 1), bool),
                       jnp.zeros((1,)))
   fps = float(settings.get("fps", 8.0))
   tokenizer = Tokenizer(bundle.tokenizer_path)

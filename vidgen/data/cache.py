@@ -115,10 +115,14 @@ def text_key(config: ml_collections.ConfigDict) -> str:
              "vocab": int(data.tokenizer.vocab_size)}
     if text.get("relpos_slopes"):  # Only when set: earlier caches keep their keys.
       stamp["relpos"] = [list(text.relpos_slopes), bool(text.get("relpos_causal", False))]
-  return _digest({"v": VERSION, "root": os.path.abspath(datasets.dataset_root(data)),
-                  "source": _data_identity(data)["source"],
-                  "tokenizer": _file_digest(tokenizer), "max_len": data.tokenizer.max_len,
-                  "checkpoint": stamp, "variant": text.variant, "dit": config.model.variant})
+  identity = {"v": VERSION, "root": os.path.abspath(datasets.dataset_root(data)),
+              "source": _data_identity(data)["source"],
+              "tokenizer": _file_digest(tokenizer), "max_len": data.tokenizer.max_len,
+              "checkpoint": stamp, "variant": text.variant, "dit": config.model.variant}
+  if text.get("clause_bags"):  # Only when set: earlier caches keep their keys.
+    from vidgen.data.tokenizer import Tokenizer
+    identity["clause_bags"] = list(Tokenizer(tokenizer).clause_boundaries())
+  return _digest(identity)
 
 
 def _files_under(path: str) -> list[str]:
@@ -272,7 +276,7 @@ def write_text(config: ml_collections.ConfigDict, *, batch_size: int = 64, dtype
               "checkpoint": (os.path.abspath(config.model.text.checkpoint)
                              if config.model.text.checkpoint else ""),
               "seed": int(config.model.text.get("seed", 0)), "max_len": max_len,
-              "dim": int(module.config.d_model), "dtype": dtype, "splits": {}}
+              "dim": int(module.config.output_dim), "dtype": dtype, "splits": {}}
   for split in _splits(data):
     start = time.time()
     source = datasets.open_source(data, split)
@@ -280,7 +284,7 @@ def write_text(config: ml_collections.ConfigDict, *, batch_size: int = 64, dtype
     offsets = np.concatenate([[0], np.cumsum([len(t) for t in texts])]).astype(np.int64)
     flat = [c for t in texts for c in t]
     emb = np.lib.format.open_memmap(os.path.join(tmp, f"{split}_embeddings.npy"), "w+",
-                                    np.dtype(dtype), (len(flat), max_len, module.config.d_model))
+                                    np.dtype(dtype), (len(flat), max_len, module.config.output_dim))
     masks = np.zeros((len(flat), max_len), bool)
     for lo in range(0, len(flat), batch_size):
       ids, mask = tokenizer.encode(flat[lo:lo + batch_size], max_len)

@@ -11,6 +11,10 @@ import sentencepiece as spm
 from vidgen.errors import VidgenError
 
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+# Pieces that end a clause, for the text encoder's clause bags (text.clause_bags). Not 'and':
+# it splits "moves up and to the left" in two, leaving half the direction without its object
+# (docs/benchmarks.md, "Session 22").
+CLAUSE_ENDS = (".", "\u2581.", ",", "\u2581,", ";", "\u2581;")
 
 
 def train(captions: Iterable[str], path: str, vocab_size: int) -> str:
@@ -69,6 +73,11 @@ class Tokenizer:
       row = (list(pieces) + [EOS_ID])[:max_len]
       ids[i, :len(row)] = row
     return ids, ids != PAD_ID
+
+  def clause_boundaries(self) -> tuple[int, ...]:
+    """Ids of the CLAUSE_ENDS pieces this vocabulary has, and EOS."""
+    ids = {int(self._sp.piece_to_id(p)) for p in CLAUSE_ENDS}
+    return tuple(sorted((ids - {UNK_ID}) | {EOS_ID}))
 
   def decode(self, ids: np.ndarray) -> list[str]:
     """[N, L] (or [L]) ids -> texts; padding and EOS are dropped."""

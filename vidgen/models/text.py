@@ -47,16 +47,25 @@ class T5Config:
   # (-1e4), so every word's feature takes in the words before it and none after.
   relative_attention_init_slopes: tuple[float, ...] = ()
   relative_attention_init_causal: bool = False
+  # Clause bags (`clause_bags`): token ids that end a clause ('.', ',', ';', EOS). When
+  # set, the encoder's output is [features ; clause bag], 2 * d_model wide.
+  clause_boundaries: tuple[int, ...] = ()
 
-  def __post_init__(self):  # From JSON the slopes come as a list; keep the config hashable.
+  def __post_init__(self):  # From JSON the tuples come as lists; keep the config hashable.
     object.__setattr__(self, "relative_attention_init_slopes",
                        tuple(float(m) for m in self.relative_attention_init_slopes))
+    object.__setattr__(self, "clause_boundaries", tuple(int(i) for i in self.clause_boundaries))
     slopes = self.relative_attention_init_slopes
     if slopes and (len(slopes) != self.num_heads or min(slopes) < 0):
       raise ValueError(f"relative_attention_init_slopes={slopes}: give one slope >= 0 per "
                        f"head ({self.num_heads}), or none for T5's initialisation")
     if self.relative_attention_init_causal and not slopes:
       raise ValueError("relative_attention_init_causal needs relative_attention_init_slopes")
+
+  @property
+  def output_dim(self) -> int:
+    """Width of the encoder's output: d_model, twice that with clause bags."""
+    return self.d_model * (2 if self.clause_boundaries else 1)
 
 
 VARIANTS: dict[str, T5Config] = {
@@ -164,8 +173,33 @@ class T5Layer(nn.Module):
     return layers.constrain(x, ("batch", "text_length", "embed")), bias
 
 
+def clause_bags(embeddings: Array, tokens: Array, mask: Array,
+                boundaries: tuple[int, ...]) -> Array:
+  """Each token's clause as a bag of words: the sum of the token embeddings of its clause over
+  the square root of their number, [B, L, D] (zero at padding).
+
+  A clause ends at (and includes) a boundary token; boundary tokens are not counted in any
+  bag. "a red circle moves left . a blue square moves up" gives every token of the first
+  sentence the bag {a, red, circle, moves, left} and of the second {a, blue, square, moves,
+  up}: each object's words bound together, whatever their order within the clause.
+  """
+  mask = mask.astype(bool)
+  is_end = jnp.isin(tokens, jnp.asarray(boundaries, tokens.dtype)) & mask
+  clause = jnp.cumsum(is_end, axis=1) - is_end  # A boundary belongs to the clause it ends.
+  counted = (mask & ~is_end).astype(jnp.float32)
+  same = (clause[:, :, None] == clause[:, None, :]).astype(jnp.float32) * counted[:, None, :]
+  bag = jnp.einsum("bij,bjd->bid", same, embeddings.astype(jnp.float32))
+  bag = bag * jax.lax.rsqrt(jnp.maximum(same.sum(-1, keepdims=True), 1.0))
+  return jnp.where(mask[..., None], bag, 0.0)
+
+
 class T5Encoder(nn.Module):
-  """T5 v1.1 / umT5 encoder: tokens [B, L] int, mask [B, L] bool -> [B, L, d_model]."""
+  """T5 v1.1 / umT5 encoder: tokens [B, L] int, mask [B, L] bool -> [B, L, output_dim].
+
+  With `config.clause_boundaries`, each token's feature is followed by its clause's bag of
+  token embeddings (`clause_bags`): an encoder that mixes words by position alone (a frozen
+  random one) says little about which words belong together, a clause bag says it exactly.
+  """
   config: T5Config
   attention: str = "xla"
   remat: bool = False
@@ -180,7 +214,8 @@ class T5Encoder(nn.Module):
                      embedding_init=layers.logical(nn.initializers.normal(1.0),
                                                    ("vocab", "embed")),
                      name="token_embed")
-    x = layers.constrain(embed(tokens.astype(jnp.int32)), ("batch", "text_length", "embed"))
+    e = embed(tokens.astype(jnp.int32))
+    x = layers.constrain(e, ("batch", "text_length", "embed"))
     mask = mask.astype(bool)
     layer_cls = nn.remat(T5Layer) if self.remat else T5Layer
     bias = None
@@ -189,6 +224,9 @@ class T5Encoder(nn.Module):
       x, bias = layer_cls(c, has_relpos, self.attention, name=f"layers_{i}", **kw)(
           x, mask, None if has_relpos else bias)
     x = layers.RMSNorm(c.layer_norm_epsilon, name="final_norm", **kw)(x)
+    if c.clause_boundaries:
+      bag = clause_bags(e, tokens, mask, c.clause_boundaries).astype(x.dtype)
+      x = jnp.concatenate([x, bag], axis=-1)
     # Padding positions carry no information; zero them so caches compress and sums are clean.
     return jnp.where(mask[..., None], x, jnp.zeros_like(x))
 

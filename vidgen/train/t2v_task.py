@@ -74,6 +74,10 @@ def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   # its neighbours ("circle" in "a red circle" carries "red"); T5's barely depends on order.
   c.text.relpos_slopes = ()
   c.text.relpos_causal = False
+  # Each token's feature followed by its clause's bag of token embeddings (clauses end at
+  # '.', ',', ';'; text.clause_bags): the words of one object kept together, which a
+  # frozen random encoder does not do (docs/benchmarks.md, "Session 21", "Session 22").
+  c.text.clause_bags = False
   c.text.cached = False  # Frozen only: embeddings precomputed by `vidgen data cache`.
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.timestep_mean = 0.0  # logit-normal location
@@ -153,7 +157,7 @@ class T2VTask:
       self.text_model, self.text_frozen = frozen
     else:
       self.text_model = _text_module(config)
-    self.text_dim = self.text_model.config.d_model
+    self.text_dim = self.text_model.config.output_dim
 
     overrides = {k: m[k] for k in _DIT_FIELDS if k in m and m[k] is not None}
     if "patch" in overrides:
@@ -450,7 +454,17 @@ def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
   return text_lib.T5Encoder(text_lib.get_t5_config(
       variant, vocab_size=int(config.data.tokenizer.vocab_size),
       relative_attention_init_slopes=m.text.get("relpos_slopes", ()),
-      relative_attention_init_causal=bool(m.text.get("relpos_causal", False))))
+      relative_attention_init_causal=bool(m.text.get("relpos_causal", False)),
+      clause_boundaries=clause_boundaries(config)))
+
+
+def clause_boundaries(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The tokenizer's clause-ending ids when `config.model.text.clause_bags`, else ()."""
+  if not config.model.text.get("clause_bags"):
+    return ()
+  from vidgen.data import config as data_config
+  from vidgen.data.tokenizer import Tokenizer
+  return Tokenizer(data_config.tokenizer_path(config.data)).clause_boundaries()
 
 
 def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
@@ -459,7 +473,8 @@ def frozen_text_encoder(config: ml_collections.ConfigDict) -> Optional[tuple]:
   m = config.model
   if m.text.checkpoint:
     variant = m.text.variant or dit_lib.VARIANTS[m.variant]["text"]
-    module, variables = text_lib.load_hf_t5_encoder(m.text.checkpoint, variant)
+    module, variables = text_lib.load_hf_t5_encoder(
+        m.text.checkpoint, variant, clause_boundaries=clause_boundaries(config))
     return module, jax.tree.map(jnp.asarray, variables)
   if not m.text.get("frozen"):
     return None
