@@ -119,9 +119,10 @@ def text_key(config: ml_collections.ConfigDict) -> str:
               "source": _data_identity(data)["source"],
               "tokenizer": _file_digest(tokenizer), "max_len": data.tokenizer.max_len,
               "checkpoint": stamp, "variant": text.variant, "dit": config.model.variant}
-  if text.get("clause_bags"):  # Only when set: earlier caches keep their keys.
-    from vidgen.data.tokenizer import Tokenizer
-    identity["clause_bags"] = list(Tokenizer(tokenizer).clause_boundaries())
+  from vidgen.train import t2v_task
+  boundaries = t2v_task.clause_boundaries(config)
+  if boundaries:  # Only with clause bags: earlier caches keep their keys.
+    identity["clause_bags"] = list(boundaries)
   return _digest(identity)
 
 
