@@ -115,6 +115,24 @@ def test_text_padding_does_not_change_output_and_text_matters(small):
   np.testing.assert_allclose(out3[1], out[1], atol=1e-6)
 
 
+def test_image_text_width_hides_the_rest_of_the_text_from_images(small):
+  """`image_text_width`: a one-frame input reads only the text's first channels (clause bags on
+  video steps only); a video reads them all. Same params as the plain model."""
+  model, params = small
+  images = model.clone(image_text_width=4)
+  x, t, text, mask = _video_inputs()
+  more = text.at[..., 4:].add(1.0)  # Only the channels an image must not read.
+  fwd = jax.jit(lambda m, x, t, text: m.apply(params, x, t, text, mask), static_argnums=0)
+  one = (x[:, :1], t[:, :1])
+  np.testing.assert_allclose(fwd(images, *one, more), fwd(images, *one, text), atol=1e-6)
+  np.testing.assert_allclose(fwd(images, *one, text), fwd(model, *one, text.at[..., 4:].set(0)),
+                             atol=1e-6)
+  assert float(jnp.abs(fwd(images, *one, text.at[..., :4].add(1.0))
+                       - fwd(images, *one, text)).max()) > 1e-3
+  np.testing.assert_allclose(fwd(images, x, t, text), fwd(model, x, t, text), atol=1e-6)
+  assert float(jnp.abs(fwd(images, x, t, more) - fwd(images, x, t, text)).max()) > 1e-3
+
+
 def test_position_embedding_tells_identical_tokens_apart(small):
   """RoPE gives only offsets: on a video whose every token is the same, every token's output
   is the same. With pos_embed the tokens know where they are, with the same params."""

@@ -302,19 +302,22 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   assert rc == 2 and "no bundle directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("clause_bags", [False, True])
-def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsys, clause_bags):
+@pytest.mark.parametrize("bags", ["off", "all", "video"])
+def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsys, bags):
   """A checkpoint as the trainer writes it (configs/t2v_tiny.py, pixel latents) exports to a
   bundle whose model gives the task's own velocity from the EMA params; --step picks an older
   kept checkpoint. With `text.clause_bags` the bundle's encoder adds the same clause bags
-  (twice the text width)."""
+  (twice the text width); with `clause_bags_on_images=False` the bundle's transformer, as the
+  task's, reads no bags on one-frame inputs (text to image) and reads them on videos."""
   import orbax.checkpoint as ocp
   from vidgen import config as config_lib
   from vidgen.train import checkpoint as ckpt
   from vidgen.train.tasks import get_task
   config = config_lib.load("configs/t2v_tiny.py:tiny,pixel",
                            ["model.depth=1", "model.width=32", "model.num_heads=2",
-                            f"model.text.clause_bags={clause_bags}"])
+                            f"model.text.clause_bags={bags != 'off'}",
+                            f"model.text.clause_bags_on_images={bags != 'video'}"])
+  clause_bags = bags != "off"
   tok_path = tok_lib.train(CAPTIONS, str(tmp_path / "tok" / "tokenizer.model"), 64)
   config.data.tokenizer.path = tok_path
   task = get_task(config)
@@ -367,6 +370,19 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsy
   np.testing.assert_allclose(got, want, atol=1e-5)
   other = task.velocity(params, x, t, want_emb, jnp.asarray(mask), jnp.full((1,), 8.0))
   assert not np.allclose(other, want, atol=1e-3)  # the bundle holds the EMA params
+  d = task.text_model.config.d_model
+  assert task.model.image_text_width == (d if bags == "video" else 0)
+  assert export.read_bundle(out).configs["dit"]["image_text_width"] == task.model.image_text_width
+  velocity = lambda x, t, e: pipe.c.velocity(pipe.c.velocity_params, x, t, e, jnp.asarray(mask))
+  image, t1 = x[:, :1], t[:, 1:2]
+  plain = emb.at[..., d:].set(0.0) if clause_bags else emb
+  np.testing.assert_allclose(velocity(image, t1, emb),
+                             task.velocity(ema, image, t1, want_emb, jnp.asarray(mask),
+                                           jnp.full((1,), 8.0)), atol=1e-5)
+  # Images read the bags unless they are on videos only; videos always read them.
+  assert np.allclose(velocity(image, t1, plain), velocity(image, t1, emb),
+                     atol=1e-6) == (bags != "all")
+  assert np.allclose(velocity(x, t, plain), got, atol=1e-6) == (not clause_bags)
 
   older = str(tmp_path / "older")
   assert vidgen_main(["export", f"--workdir={tmp_path / 'work'}", f"--out={older}",

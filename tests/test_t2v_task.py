@@ -125,6 +125,18 @@ def test_missing_or_incomplete_vae_workdir_is_refused(tmp_path):
     t2v_task.T2VTask(c)
 
 
+def test_text_settings_that_contradict_each_other_are_refused():
+  c = t2v_config(latent="pixel")
+  c.model.text.checkpoint = "/nowhere/t5"  # A trained position bias, and an init for it.
+  c.model.text.relpos_causal = True
+  with pytest.raises(VidgenError, match="drop one of them"):
+    t2v_task.T2VTask(c)
+  c = t2v_config(latent="pixel")
+  c.model.text.clause_bags_on_images = False  # Keeps bags from images, with no bags at all.
+  with pytest.raises(VidgenError, match="set text.clause_bags=True"):
+    t2v_task.T2VTask(c)
+
+
 def test_config_defaults_to_vae_latents_and_keeps_pixel():
   c = config_lib.load(os.path.join(ROOT, "configs/t2v_tiny.py"))
   assert c.model.latent == "vae" and c.model.vae.workdir == ""

@@ -253,6 +253,9 @@ class DiT(nn.Module):
   use_fps: bool = True
   pos_embed: bool = False  # Also add `position_embedding` to the tokens (besides RoPE).
   text_refiner_depth: int = 0  # `TextRefiner` blocks over the text tokens (0: none).
+  # > 0: a one-frame input (an image) reads only the first `image_text_width` channels of each
+  # text feature, the rest zeroed: clause bags (text.clause_bags) on video steps only.
+  image_text_width: int = 0
   scan_layers: bool = True
   # Layers per scan iteration; 0: all of them on CPU (straight-line code: inside a loop XLA's
   # CPU weight-gradient kernels are slow; docs/benchmarks.md), one elsewhere (compile time).
@@ -378,8 +381,16 @@ class DiT(nn.Module):
     else:  # Per latent frame -> per patch frame (the noisiest frame of a group).
       t_tok = jnp.max(t.reshape(b, grid[0], pt), axis=-1)
     positions = jnp.asarray(grid_positions(grid))[None]
+    if self.image_text_width and frames == 1:
+      text = image_text(text, self.image_text_width)
     out = self.forward_tokens(patches, t_tok, positions, text, text_mask, fps=fps)
     return unpatchify(out, self.patch, grid)
+
+
+def image_text(text: Array, width: int) -> Array:
+  """The text features an image reads: the first `width` channels kept, the rest zeroed."""
+  keep = jnp.arange(text.shape[-1]) < width
+  return jnp.where(keep, text, jnp.zeros((), text.dtype))
 
 
 def make_dit(variant: str = "tiny", **overrides) -> DiT:
