@@ -161,6 +161,9 @@ def test_long_recipe_gives_the_transformer_the_extra_time():
   # shipped bundle) keeps T5's.
   assert long.t2v.model.text.relpos_causal and len(long.t2v.model.text.relpos_slopes) == 4
   assert not default.t2v.model.text.relpos_slopes
+  # Clause bags on video steps only (images read the plain features).
+  assert long.t2v.model.text.clause_bags and not long.t2v.model.text.clause_bags_on_images
+  assert not default.t2v.model.text.clause_bags
 
 
 def test_stage_is_done_only_with_outputs_and_same_settings(tmp_path):
