@@ -198,7 +198,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # objects moving differently go their own way 0.59 against 0.39 (docs/benchmarks.md,
     # "Session 23"). With the bags on images too, direction words were not learned by 12000.
     c.t2v.model.text.clause_bags = True
-    c.t2v.model.text.clause_bags_on_images = False
+    c.t2v.model.text.image_bags = "none"
 
   if arg == "large":  # 20 minutes on one accelerator; bfloat16 compute.
     w.height = w.width = 64

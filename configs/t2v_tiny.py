@@ -29,8 +29,9 @@ gives each word the words before it ("circle" in "a red circle" carries "red"; s
 `--config.model.text.clause_bags=True` follows each word's feature with the bag of the token
 embeddings of its clause (clauses end at '.', ',' and ';'), so every word of "a small
 red circle moves to the left" carries the whole clause; the text is twice as wide (sessions 21 and 22).
-`--config.model.text.clause_bags_on_images=False` keeps the bags from images (image steps and
-text to image read the plain features; session 23).
+`--config.model.text.image_bags=none` keeps the bags from images (image steps and text to
+image read the plain features), `=apart` gives images the bags through weights of their own
+(session 23).
 """
 import ml_collections
 

@@ -133,6 +133,29 @@ def test_image_text_width_hides_the_rest_of_the_text_from_images(small):
   assert float(jnp.abs(fwd(images, x, t, more) - fwd(images, x, t, text)).max()) > 1e-3
 
 
+def test_image_text_apart_gives_images_the_rest_through_weights_of_their_own():
+  """`image_text_apart`: an image's channels past `image_text_width` move to channels of their
+  own ([head ; 0 ; rest]), a video's stay ([head ; rest ; 0]): the text projection's rows for
+  the two are separate params."""
+  text = jnp.arange(8.0).reshape(1, 1, 8)
+  np.testing.assert_array_equal(dit_lib.image_text(text, 4, True, True)[0, 0],
+                                [0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7])
+  np.testing.assert_array_equal(dit_lib.image_text(text, 4, False, True)[0, 0],
+                                [0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0])
+  model = dit_lib.DiT(**SMALL, scan_layers=False, image_text_width=4, image_text_apart=True)
+  x, t, text, mask = _video_inputs()
+  params = _random_params(jax.eval_shape(model.init, jax.random.key(0), x, t, text, mask))
+  assert params["params"]["text_proj_0"]["kernel"].shape[0] == 12
+  fwd = jax.jit(lambda p, x, t: model.apply(p, x, t, text, mask))
+  # Zeroing the image rows of the projection changes an image's output, not a video's.
+  kernel = params["params"]["text_proj_0"]["kernel"]
+  cut = jax.tree.map(lambda a: a, params)
+  cut["params"]["text_proj_0"]["kernel"] = kernel.at[8:].set(0.0)
+  np.testing.assert_allclose(fwd(cut, x, t), fwd(params, x, t), atol=1e-6)
+  one = (x[:, :1], t[:, :1])
+  assert float(jnp.abs(fwd(cut, *one) - fwd(params, *one)).max()) > 1e-3
+
+
 def test_position_embedding_tells_identical_tokens_apart(small):
   """RoPE gives only offsets: on a video whose every token is the same, every token's output
   is the same. With pos_embed the tokens know where they are, with the same params."""

@@ -302,13 +302,14 @@ def test_sample_command_user_errors_have_no_traceback(tmp_path, bundle, capsys):
   assert rc == 2 and "no bundle directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bags", ["off", "all", "video"])
+@pytest.mark.parametrize("bags", ["off", "same", "none", "apart"])
 def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsys, bags):
   """A checkpoint as the trainer writes it (configs/t2v_tiny.py, pixel latents) exports to a
   bundle whose model gives the task's own velocity from the EMA params; --step picks an older
   kept checkpoint. With `text.clause_bags` the bundle's encoder adds the same clause bags
-  (twice the text width); with `clause_bags_on_images=False` the bundle's transformer, as the
-  task's, reads no bags on one-frame inputs (text to image) and reads them on videos."""
+  (twice the text width). With `text.image_bags` "none" the bundle's transformer, as the task's,
+  reads no bags on one-frame inputs (text to image), and with "apart" reads them through
+  weights of their own; videos read them always."""
   import orbax.checkpoint as ocp
   from vidgen import config as config_lib
   from vidgen.train import checkpoint as ckpt
@@ -316,7 +317,7 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsy
   config = config_lib.load("configs/t2v_tiny.py:tiny,pixel",
                            ["model.depth=1", "model.width=32", "model.num_heads=2",
                             f"model.text.clause_bags={bags != 'off'}",
-                            f"model.text.clause_bags_on_images={bags != 'video'}"])
+                            f"model.text.image_bags={'same' if bags == 'off' else bags}"])
   clause_bags = bags != "off"
   tok_path = tok_lib.train(CAPTIONS, str(tmp_path / "tok" / "tokenizer.model"), 64)
   config.data.tokenizer.path = tok_path
@@ -371,17 +372,20 @@ def test_export_from_a_t2v_workdir_matches_the_task(tmp_path, monkeypatch, capsy
   other = task.velocity(params, x, t, want_emb, jnp.asarray(mask), jnp.full((1,), 8.0))
   assert not np.allclose(other, want, atol=1e-3)  # the bundle holds the EMA params
   d = task.text_model.config.d_model
-  assert task.model.image_text_width == (d if bags == "video" else 0)
-  assert export.read_bundle(out).configs["dit"]["image_text_width"] == task.model.image_text_width
+  assert task.model.image_text_width == (d if bags in ("none", "apart") else 0)
+  assert task.model.image_text_apart == (bags == "apart")
+  bundle_dit = export.read_bundle(out).configs["dit"]
+  assert bundle_dit["image_text_width"] == task.model.image_text_width
+  assert bundle_dit["image_text_apart"] == task.model.image_text_apart
   velocity = lambda x, t, e: pipe.c.velocity(pipe.c.velocity_params, x, t, e, jnp.asarray(mask))
   image, t1 = x[:, :1], t[:, 1:2]
   plain = emb.at[..., d:].set(0.0) if clause_bags else emb
   np.testing.assert_allclose(velocity(image, t1, emb),
                              task.velocity(ema, image, t1, want_emb, jnp.asarray(mask),
                                            jnp.full((1,), 8.0)), atol=1e-5)
-  # Images read the bags unless they are on videos only; videos always read them.
+  # Images read the bags unless image_bags is "none"; videos always read them.
   assert np.allclose(velocity(image, t1, plain), velocity(image, t1, emb),
-                     atol=1e-6) == (bags != "all")
+                     atol=1e-6) == (bags in ("off", "none"))
   assert np.allclose(velocity(x, t, plain), got, atol=1e-6) == (not clause_bags)
 
   older = str(tmp_path / "older")

@@ -162,7 +162,7 @@ def test_long_recipe_gives_the_transformer_the_extra_time():
   assert long.t2v.model.text.relpos_causal and len(long.t2v.model.text.relpos_slopes) == 4
   assert not default.t2v.model.text.relpos_slopes
   # Clause bags on video steps only (images read the plain features).
-  assert long.t2v.model.text.clause_bags and not long.t2v.model.text.clause_bags_on_images
+  assert long.t2v.model.text.clause_bags and long.t2v.model.text.image_bags == "none"
   assert not default.t2v.model.text.clause_bags
 
 

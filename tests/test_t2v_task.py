@@ -132,8 +132,11 @@ def test_text_settings_that_contradict_each_other_are_refused():
   with pytest.raises(VidgenError, match="drop one of them"):
     t2v_task.T2VTask(c)
   c = t2v_config(latent="pixel")
-  c.model.text.clause_bags_on_images = False  # Keeps bags from images, with no bags at all.
+  c.model.text.image_bags = "none"  # Keeps bags from images, with no bags at all.
   with pytest.raises(VidgenError, match="set text.clause_bags=True"):
+    t2v_task.T2VTask(c)
+  c.model.text.clause_bags, c.model.text.image_bags = True, "off"
+  with pytest.raises(VidgenError, match="expected one of same, none, apart"):
     t2v_task.T2VTask(c)
 
 

@@ -254,8 +254,11 @@ class DiT(nn.Module):
   pos_embed: bool = False  # Also add `position_embedding` to the tokens (besides RoPE).
   text_refiner_depth: int = 0  # `TextRefiner` blocks over the text tokens (0: none).
   # > 0: a one-frame input (an image) reads only the first `image_text_width` channels of each
-  # text feature, the rest zeroed: clause bags (text.clause_bags) on video steps only.
+  # text feature, the rest zeroed: clause bags (text.clause_bags) on video steps only. With
+  # `image_text_apart` the rest moves to channels of its own instead (a video's are zero), so
+  # images read it through weights of their own (`image_text`).
   image_text_width: int = 0
+  image_text_apart: bool = False
   scan_layers: bool = True
   # Layers per scan iteration; 0: all of them on CPU (straight-line code: inside a loop XLA's
   # CPU weight-gradient kernels are slow; docs/benchmarks.md), one elsewhere (compile time).
@@ -381,16 +384,23 @@ class DiT(nn.Module):
     else:  # Per latent frame -> per patch frame (the noisiest frame of a group).
       t_tok = jnp.max(t.reshape(b, grid[0], pt), axis=-1)
     positions = jnp.asarray(grid_positions(grid))[None]
-    if self.image_text_width and frames == 1:
-      text = image_text(text, self.image_text_width)
+    if self.image_text_width:
+      text = image_text(text, self.image_text_width, frames == 1, self.image_text_apart)
     out = self.forward_tokens(patches, t_tok, positions, text, text_mask, fps=fps)
     return unpatchify(out, self.patch, grid)
 
 
-def image_text(text: Array, width: int) -> Array:
-  """The text features an image reads: the first `width` channels kept, the rest zeroed."""
-  keep = jnp.arange(text.shape[-1]) < width
-  return jnp.where(keep, text, jnp.zeros((), text.dtype))
+def image_text(text: Array, width: int, image: bool, apart: bool = False) -> Array:
+  """The text features a one-frame input (`image`) or a video reads: an image keeps the first
+  `width` channels and zeroes the rest. With `apart` the rest is not dropped but moved to
+  channels appended for images alone: [head ; 0 ; rest] for an image, [head ; rest ; 0] for a
+  video."""
+  rest = text[..., width:]
+  if apart:
+    zeros = jnp.zeros_like(rest)
+    parts = (text[..., :width], zeros, rest) if image else (text, zeros)
+    return jnp.concatenate(parts, axis=-1)
+  return text.at[..., width:].set(0) if image else text
 
 
 def make_dit(variant: str = "tiny", **overrides) -> DiT:

@@ -78,10 +78,11 @@ def get_model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   # '.', ',', ';'; text.clause_bags): the words of one object kept together, which a
   # frozen random encoder does not do (docs/benchmarks.md, "Session 21", "Session 22").
   c.text.clause_bags = False
-  # False: images (one-frame clips, and text to image at sampling) read the plain features,
-  # not the bags (DiT.image_text_width). Their captions name a motion no still frame shows,
-  # and image steps taught the full mix to discount the bags ("Session 22", "Session 23").
-  c.text.clause_bags_on_images = True
+  # What images (one-frame clips, and text to image at sampling) read of the bags: "same" as
+  # videos; "none": the plain features alone (DiT.image_text_width); "apart": the bags through
+  # weights of their own (DiT.image_text_apart). Image captions name a motion no still frame
+  # shows, and image steps taught the full mix to discount the bags ("Session 22", "Session 23").
+  c.text.image_bags = "same"
   c.text.cached = False  # Frozen only: embeddings precomputed by `vidgen data cache`.
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.timestep_mean = 0.0  # logit-normal location
@@ -166,8 +167,9 @@ class T2VTask:
     overrides = {k: m[k] for k in _DIT_FIELDS if k in m and m[k] is not None}
     if "patch" in overrides:
       overrides["patch"] = tuple(overrides["patch"])
-    if m.text.get("clause_bags") and not m.text.get("clause_bags_on_images", True):
+    if m.text.get("clause_bags") and m.text.get("image_bags", "same") != "same":
       overrides["image_text_width"] = self.text_model.config.d_model
+      overrides["image_text_apart"] = m.text.image_bags == "apart"
     self.model = dit_lib.make_dit(m.variant, in_channels=channels,
                                   dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype),
                                   **overrides)
@@ -440,6 +442,9 @@ def text_is_frozen(m: ml_collections.ConfigDict) -> bool:
   return bool(m.text.checkpoint) or bool(m.text.get("frozen"))
 
 
+IMAGE_BAGS = ("same", "none", "apart")  # config.model.text.image_bags
+
+
 def check_text_config(m: ml_collections.ConfigDict) -> None:
   """Refuses text settings that contradict each other: cached embeddings of an encoder that
   trains (they would go stale), a position-bias init for a checkpoint's trained bias, or
@@ -451,10 +456,14 @@ def check_text_config(m: ml_collections.ConfigDict) -> None:
   if m.text.checkpoint and (m.text.get("relpos_slopes") or m.text.get("relpos_causal")):
     raise VidgenError("config.model.text.relpos_slopes / relpos_causal set how a position "
                       "bias starts, but text.checkpoint loads a trained one: drop one of them")
-  if not m.text.get("clause_bags_on_images", True) and not m.text.get("clause_bags"):
-    raise VidgenError("config.model.text.clause_bags_on_images=False keeps clause bags from "
-                      "images, but text.clause_bags is off: set text.clause_bags=True, or "
-                      "drop clause_bags_on_images")
+  image_bags = m.text.get("image_bags", "same")
+  if image_bags not in IMAGE_BAGS:
+    raise VidgenError(f"config.model.text.image_bags={image_bags!r}: expected one of "
+                      f"{', '.join(IMAGE_BAGS)}")
+  if image_bags != "same" and not m.text.get("clause_bags"):
+    raise VidgenError(f"config.model.text.image_bags={image_bags!r} sets what images read of "
+                      "the clause bags, but text.clause_bags is off: set text.clause_bags=True, "
+                      "or drop image_bags")
 
 
 def _text_module(config: ml_collections.ConfigDict) -> text_lib.T5Encoder:
